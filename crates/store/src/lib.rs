@@ -1,0 +1,11 @@
+//! trellis-store: an OSTree-compatible object store.
+//!
+//! Layers, bottom up: [`gvariant`] and [`format`] are pure functions over bytes; [`repo`]
+//! stores objects and refs on disk; the workflows (commit, checkout, fsck, prune, diff) sit
+//! on top of a [`repo::Repo`].
+
+pub mod checksum;
+pub mod format;
+pub mod gvariant;
+
+pub use checksum::{Checksum, ObjectType};
