@@ -5,7 +5,12 @@
 //! on top of a [`repo::Repo`].
 
 pub mod checksum;
+pub mod error;
 pub mod format;
 pub mod gvariant;
+pub mod repo;
+pub mod xattr;
 
 pub use checksum::{Checksum, ObjectType};
+pub use error::{Error, Result};
+pub use repo::{Repo, RepoMode};

@@ -228,12 +228,41 @@ fn length_prefixed(v: &Value) -> Vec<u8> {
     out
 }
 
+/// Streams a content object's payload into its checksum.
+pub struct ContentHasher(Sha256);
+
+impl ContentHasher {
+    pub fn new(header: &FileHeader) -> ContentHasher {
+        let mut h = Sha256::new();
+        h.update(header.checksum_prefix());
+        ContentHasher(h)
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> Checksum {
+        Checksum(self.0.finalize().into())
+    }
+}
+
+impl std::io::Write for ContentHasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The checksum of a content object whose payload is fully in memory.
 pub fn content_checksum(header: &FileHeader, payload: &[u8]) -> Checksum {
-    let mut h = Sha256::new();
-    h.update(header.checksum_prefix());
+    let mut h = ContentHasher::new(header);
     h.update(payload);
-    Checksum(h.finalize().into())
+    h.finish()
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ mod dirtree;
 pub mod keyfile;
 mod names;
 
-pub use commit::Commit;
-pub use content::{FileHeader, Xattrs, content_checksum};
+pub use commit::{Commit, META_REF_BINDING, META_VERSION};
+pub use content::{ContentHasher, FileHeader, Xattrs, content_checksum};
 pub use dirmeta::DirMeta;
 pub use dirtree::DirTree;
 pub use names::{validate_filename, validate_ref_name};

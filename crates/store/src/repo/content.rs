@@ -1,0 +1,324 @@
+//! Content objects in each repository mode (spec §4).
+
+use super::{Repo, RepoMode};
+use crate::checksum::{Checksum, ObjectType};
+use crate::error::{Error, IoContext, Result};
+use crate::format::FileHeader;
+use crate::xattr::{self, Target};
+use flate2::Compression;
+use flate2::read::DeflateDecoder;
+use flate2::write::DeflateEncoder;
+use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, Timestamps, Uid};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+
+/// The name of the bare-user metadata xattr.
+pub const OSTREEMETA: &str = "user.ostreemeta";
+
+/// Largest archive header we accept (headers hold xattrs, which are small in practice).
+const MAX_HEADER: usize = 16 * 1024 * 1024;
+
+/// A content object's payload, streamed.
+pub enum ContentReader {
+    Empty,
+    Plain(BufReader<File>),
+    Deflate(Box<DeflateDecoder<BufReader<File>>>),
+}
+
+impl Read for ContentReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ContentReader::Empty => Ok(0),
+            ContentReader::Plain(r) => r.read(buf),
+            ContentReader::Deflate(r) => r.read(buf),
+        }
+    }
+}
+
+fn zero_times() -> Timestamps {
+    let zero = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: zero,
+        last_modification: zero,
+    }
+}
+
+impl Repo {
+    /// Store a content object whose checksum the caller computed (and will have verified).
+    /// `payload` yields exactly `size` bytes for a regular file; it is not read for symlinks.
+    /// Returns whether the object was new.
+    pub fn write_content(
+        &self,
+        csum: &Checksum,
+        header: &FileHeader,
+        payload: &mut dyn Read,
+        size: u64,
+    ) -> Result<bool> {
+        if self.has_object(ObjectType::File, csum)? {
+            return Ok(false);
+        }
+        let tmp = self.tmp_path();
+        let r = self
+            .write_content_tmp(&tmp, header, payload, size)
+            .and_then(|()| self.install_object(&tmp, ObjectType::File, csum));
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r.map(|()| true)
+    }
+
+    fn write_content_tmp(
+        &self,
+        tmp: &Path,
+        h: &FileHeader,
+        payload: &mut dyn Read,
+        size: u64,
+    ) -> Result<()> {
+        let symlink = h.is_symlink();
+        let perms = h.mode & 0o7777;
+        match self.mode {
+            RepoMode::Archive => {
+                let f = File::create(tmp).ctx("create", tmp)?;
+                let mut w = BufWriter::with_capacity(128 * 1024, f);
+                w.write_all(&h.archive_prefix(if symlink { 0 } else { size }))
+                    .ctx("write", tmp)?;
+                if !symlink {
+                    let mut enc = DeflateEncoder::new(w, Compression::new(self.zlib_level));
+                    copy_exact(payload, &mut enc, size, tmp)?;
+                    w = enc.finish().ctx("compress", tmp)?;
+                }
+                w.into_inner()
+                    .map_err(|e| e.into_error())
+                    .ctx("write", tmp)?;
+            }
+            RepoMode::Bare | RepoMode::BareUserOnly if symlink => {
+                if self.mode == RepoMode::BareUserOnly {
+                    require_canonical_owner(h)?;
+                }
+                rustix::fs::symlinkat(h.symlink_target.as_str(), CWD, tmp)
+                    .ctx("create symlink", tmp)?;
+                if self.mode == RepoMode::Bare {
+                    rustix::fs::chownat(
+                        CWD,
+                        tmp,
+                        Some(Uid::from_raw(h.uid)),
+                        Some(Gid::from_raw(h.gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .ctx("chown", tmp)?;
+                    for (n, v) in &h.xattrs {
+                        xattr::set::<File>(Target::NoFollow(tmp), n, v).ctx("set xattr on", tmp)?;
+                    }
+                }
+                rustix::fs::utimensat(CWD, tmp, &zero_times(), AtFlags::SYMLINK_NOFOLLOW)
+                    .ctx("set times on", tmp)?;
+            }
+            RepoMode::Bare | RepoMode::BareUserOnly => {
+                let mut f = File::create(tmp).ctx("create", tmp)?;
+                copy_exact(payload, &mut f, size, tmp)?;
+                if self.mode == RepoMode::Bare {
+                    // chown first: it clears setuid/setgid, which fchmod then sets.
+                    rustix::fs::fchown(&f, Some(Uid::from_raw(h.uid)), Some(Gid::from_raw(h.gid)))
+                        .ctx("chown", tmp)?;
+                    for (n, v) in &h.xattrs {
+                        xattr::set(Target::Fd(f.as_fd()), n, v).ctx("set xattr on", tmp)?;
+                    }
+                } else {
+                    require_canonical_owner(h)?;
+                }
+                rustix::fs::fchmod(&f, Mode::from_raw_mode(perms)).ctx("chmod", tmp)?;
+                rustix::fs::futimens(&f, &zero_times()).ctx("set times on", tmp)?;
+            }
+            RepoMode::BareUser => {
+                let mut f = File::create(tmp).ctx("create", tmp)?;
+                let disk_mode = if symlink {
+                    f.write_all(h.symlink_target.as_bytes()).ctx("write", tmp)?;
+                    0o644
+                } else {
+                    copy_exact(payload, &mut f, size, tmp)?;
+                    (perms & 0o775) | 0o400
+                };
+                xattr::set(
+                    Target::Fd(f.as_fd()),
+                    OSTREEMETA.as_bytes(),
+                    &h.ostreemeta(),
+                )
+                .ctx("set xattr on", tmp)?;
+                rustix::fs::fchmod(&f, Mode::from_raw_mode(disk_mode)).ctx("chmod", tmp)?;
+                rustix::fs::futimens(&f, &zero_times()).ctx("set times on", tmp)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Open a content object: its header, payload size and payload stream.
+    pub fn open_content(&self, csum: &Checksum) -> Result<(FileHeader, u64, ContentReader)> {
+        let path = self.object_path(ObjectType::File, csum);
+        let corrupt = |why: String| Error::Corrupt {
+            ty: ObjectType::File,
+            csum: *csum,
+            why,
+        };
+        let missing = |e: std::io::Error| {
+            if e.kind() == ErrorKind::NotFound {
+                Error::Missing {
+                    ty: ObjectType::File,
+                    csum: *csum,
+                }
+            } else {
+                Error::Io {
+                    op: "open",
+                    path: path.clone(),
+                    source: e,
+                }
+            }
+        };
+        match self.mode {
+            RepoMode::Archive => {
+                let mut f = BufReader::new(File::open(&path).map_err(missing)?);
+                let mut head = [0u8; 8];
+                f.read_exact(&mut head)
+                    .map_err(|_| corrupt("truncated header".into()))?;
+                let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+                if len > MAX_HEADER {
+                    return Err(corrupt(format!("header length {len} is implausible")));
+                }
+                let mut buf = head.to_vec();
+                buf.resize(8 + len, 0);
+                f.read_exact(&mut buf[8..])
+                    .map_err(|_| corrupt("truncated header".into()))?;
+                let (header, size, _) =
+                    FileHeader::parse_archive_prefix(&buf).map_err(|source| Error::BadObject {
+                        ty: ObjectType::File,
+                        csum: *csum,
+                        source,
+                    })?;
+                let reader = if header.is_symlink() {
+                    ContentReader::Empty
+                } else {
+                    ContentReader::Deflate(Box::new(DeflateDecoder::new(f)))
+                };
+                Ok((header, size, reader))
+            }
+            RepoMode::Bare | RepoMode::BareUserOnly => {
+                let st = rustix::fs::statat(CWD, &path, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| missing(e.into()))?;
+                let owner = if self.mode == RepoMode::Bare {
+                    (st.st_uid, st.st_gid)
+                } else {
+                    (0, 0)
+                };
+                if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                    let target = std::fs::read_link(&path).ctx("read link", &path)?;
+                    let target = target
+                        .into_os_string()
+                        .into_string()
+                        .map_err(|_| corrupt("symlink target is not UTF-8".into()))?;
+                    let xattrs = if self.mode == RepoMode::Bare {
+                        xattr::read_all::<File>(Target::NoFollow(&path))
+                            .ctx("read xattrs of", &path)?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok((
+                        FileHeader::symlink(owner.0, owner.1, target, xattrs),
+                        0,
+                        ContentReader::Empty,
+                    ))
+                } else {
+                    let f = File::open(&path).map_err(missing)?;
+                    let xattrs = if self.mode == RepoMode::Bare {
+                        xattr::read_all(Target::Fd(f.as_fd())).ctx("read xattrs of", &path)?
+                    } else {
+                        Vec::new()
+                    };
+                    let header = FileHeader::regular(owner.0, owner.1, st.st_mode, xattrs);
+                    Ok((
+                        header,
+                        st.st_size as u64,
+                        ContentReader::Plain(BufReader::new(f)),
+                    ))
+                }
+            }
+            RepoMode::BareUser => {
+                let mut f = File::open(&path).map_err(missing)?;
+                let meta = xattr::read_one(Target::Fd(f.as_fd()), OSTREEMETA)
+                    .ctx("read xattrs of", &path)?
+                    .ok_or_else(|| corrupt(format!("no {OSTREEMETA} xattr")))?;
+                let size = f.metadata().ctx("stat", &path)?.len();
+                let probe = FileHeader::from_ostreemeta(&meta, "-".into()).map_err(|source| {
+                    Error::BadObject {
+                        ty: ObjectType::File,
+                        csum: *csum,
+                        source,
+                    }
+                })?;
+                if probe.is_symlink() {
+                    let mut target = String::new();
+                    f.read_to_string(&mut target)
+                        .map_err(|_| corrupt("symlink target is not UTF-8".into()))?;
+                    let header = FileHeader::from_ostreemeta(&meta, target).map_err(|source| {
+                        Error::BadObject {
+                            ty: ObjectType::File,
+                            csum: *csum,
+                            source,
+                        }
+                    })?;
+                    Ok((header, 0, ContentReader::Empty))
+                } else {
+                    Ok((probe, size, ContentReader::Plain(BufReader::new(f))))
+                }
+            }
+        }
+    }
+
+    /// Read a content object fully and check that it hashes to its name.
+    pub fn verify_content(&self, csum: &Checksum) -> Result<FileHeader> {
+        let (header, size, mut reader) = self.open_content(csum)?;
+        let corrupt = |why: String| Error::Corrupt {
+            ty: ObjectType::File,
+            csum: *csum,
+            why,
+        };
+        let mut hasher = crate::format::ContentHasher::new(&header);
+        let n = std::io::copy(&mut reader, &mut hasher)
+            .map_err(|e| corrupt(format!("unreadable payload: {e}")))?;
+        if n != size {
+            return Err(corrupt(format!("payload is {n} bytes, header says {size}")));
+        }
+        let actual = hasher.finish();
+        if actual != *csum {
+            return Err(corrupt(format!("content hashes to {actual}")));
+        }
+        Ok(header)
+    }
+}
+
+fn require_canonical_owner(h: &FileHeader) -> Result<()> {
+    if h.uid != 0 || h.gid != 0 || !h.xattrs.is_empty() {
+        return Err(Error::Invalid(format!(
+            "bare-user-only repositories cannot store owner {}:{} or xattrs",
+            h.uid, h.gid
+        )));
+    }
+    Ok(())
+}
+
+/// Copy exactly `size` bytes: a source that changes length while being committed is an error
+/// rather than a silently wrong object.
+fn copy_exact(src: &mut dyn Read, dst: &mut dyn Write, size: u64, path: &Path) -> Result<()> {
+    let n = std::io::copy(&mut src.take(size), dst).ctx("write", path)?;
+    let mut extra = [0u8; 1];
+    if n != size || src.read(&mut extra).unwrap_or(0) != 0 {
+        return Err(Error::Invalid(format!(
+            "{}: payload changed size while being stored (expected {size} bytes)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
