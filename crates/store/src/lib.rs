@@ -5,6 +5,7 @@
 //! on top of a [`repo::Repo`].
 
 pub mod checksum;
+pub mod commit;
 pub mod error;
 pub mod format;
 pub mod gvariant;

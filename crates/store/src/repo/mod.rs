@@ -5,7 +5,7 @@ mod objects;
 mod refs;
 
 pub use content::ContentReader;
-pub use refs::RefEntry;
+pub use refs::{RefEntry, split_refspec};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::keyfile::KeyFile;

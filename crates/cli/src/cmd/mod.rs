@@ -1,0 +1,12 @@
+pub mod commit;
+pub mod init;
+pub mod read;
+pub mod refs;
+
+use anyhow::Context;
+use trellis_store::Repo;
+
+/// Open the repository named by `--repo`, with the path in the error.
+pub fn open_repo(r: &crate::RepoArg) -> anyhow::Result<Repo> {
+    Repo::open(&r.repo).with_context(|| format!("opening repository {}", r.repo.display()))
+}

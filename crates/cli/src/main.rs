@@ -1,0 +1,78 @@
+//! The `trellis` command line.
+
+mod cmd;
+mod output;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// trellis: build, publish, boot and upgrade image-based Debian systems.
+///
+/// Repositories are OSTree repositories, byte for byte: the `ostree` CLI reads what
+/// trellis writes and the other way round.
+#[derive(Parser)]
+#[command(name = "trellis", version, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by every command that works on a repository.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RepoArg {
+    /// Path to the repository (as `ostree --repo`). Defaults to $TRELLIS_REPO.
+    #[arg(long, env = "TRELLIS_REPO", value_name = "PATH")]
+    pub repo: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Init(cmd::init::Args),
+    Commit(cmd::commit::Args),
+    Log(cmd::read::LogArgs),
+    Show(cmd::read::ShowArgs),
+    // PENDING Ls(cmd::read::LsArgs),
+    // PENDING Cat(cmd::read::CatArgs),
+    // PENDING Diff(cmd::read::DiffArgs),
+    Refs(cmd::refs::Args),
+    RevParse(cmd::refs::RevParseArgs),
+    // PENDING Checkout(cmd::checkout::Args),
+    // PENDING Fsck(cmd::maint::FsckArgs),
+    // PENDING Prune(cmd::maint::PruneArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => cmd::init::run(a),
+        Command::Commit(a) => cmd::commit::run(a),
+        Command::Log(a) => cmd::read::log(a),
+        Command::Show(a) => cmd::read::show(a),
+        // PENDING Command::Ls(a) => cmd::read::ls(a),
+        // PENDING Command::Cat(a) => cmd::read::cat(a),
+        // PENDING Command::Diff(a) => cmd::read::diff(a),
+        Command::Refs(a) => cmd::refs::run(a),
+        Command::RevParse(a) => cmd::refs::rev_parse(a),
+        // PENDING Command::Checkout(a) => cmd::checkout::run(a),
+        // PENDING Command::Fsck(a) => cmd::maint::fsck(a),
+        // PENDING Command::Prune(a) => cmd::maint::prune(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
