@@ -9,7 +9,10 @@ pub mod commit;
 pub mod error;
 pub mod format;
 pub mod gvariant;
+pub mod remote;
 pub mod repo;
+pub mod sign;
+pub mod summary;
 pub mod xattr;
 
 pub use checksum::{Checksum, ObjectType};

@@ -99,6 +99,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         skip_if_unchanged: a.skip_if_unchanged,
         skip_special: a.skip_special,
         no_bindings: a.no_bindings,
+        sign_with: None,
     };
     let (source, shown) = match (&a.dir, &a.tar) {
         (_, Some(t)) => (Source::Tar(t), t.display().to_string()),

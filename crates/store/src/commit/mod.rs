@@ -44,6 +44,8 @@ pub struct CommitOptions {
     /// Drop device nodes, sockets and FIFOs with a warning instead of failing.
     pub skip_special: bool,
     pub no_bindings: bool,
+    /// Sign the commit with this ed25519 key before the ref moves.
+    pub sign_with: Option<crate::sign::SecretKey>,
 }
 
 /// Where the tree comes from.
@@ -168,7 +170,10 @@ pub fn commit(
         repo.write_metadata(ObjectType::Commit, &bytes)?;
         stats.new_objects += 1;
     }
-    // Objects and the commit reach the disk before any ref names them.
+    if let Some(key) = &opts.sign_with {
+        repo.sign_commit(&csum, key)?;
+    }
+    // Objects, the commit and its signature reach the disk before any ref names them.
     repo.sync()?;
     if let Some(b) = &opts.branch {
         repo.set_ref(b, Some(&csum))?;

@@ -5,6 +5,7 @@ mod content;
 mod dirmeta;
 mod dirtree;
 pub mod keyfile;
+mod summary;
 mod names;
 
 pub use commit::{Commit, META_REF_BINDING, META_VERSION};
@@ -12,6 +13,7 @@ pub use content::{ContentHasher, FileHeader, Xattrs, content_checksum};
 pub use dirmeta::DirMeta;
 pub use dirtree::DirTree;
 pub use names::{validate_filename, validate_ref_name};
+pub use summary::*;
 
 use crate::gvariant::GvError;
 
