@@ -11,7 +11,16 @@ const TS_TRELLIS: &str = "2020-01-01T00:00:00Z";
 
 fn ostree_commit(repo: &Path, tree: &Path, extra: &[&str]) -> String {
     let repo_arg = format!("--repo={}", repo.display());
-    let mut args = vec!["commit", &repo_arg, "-b", "main", "-s", "subject", "--body=body", TS_OSTREE];
+    let mut args = vec![
+        "commit",
+        &repo_arg,
+        "-b",
+        "main",
+        "-s",
+        "subject",
+        "--body=body",
+        TS_OSTREE,
+    ];
     args.extend_from_slice(extra);
     let tree = tree.to_str().expect("utf-8 temp path");
     args.push(tree);
@@ -20,7 +29,19 @@ fn ostree_commit(repo: &Path, tree: &Path, extra: &[&str]) -> String {
 
 fn trellis_commit(repo: &Path, tree: &Path, extra: &[&str]) -> String {
     let repo = repo.to_str().expect("utf-8 temp path");
-    let mut args = vec!["commit", "--repo", repo, "-b", "main", "-s", "subject", "--body", "body", "--timestamp", TS_TRELLIS];
+    let mut args = vec![
+        "commit",
+        "--repo",
+        repo,
+        "-b",
+        "main",
+        "-s",
+        "subject",
+        "--body",
+        "body",
+        "--timestamp",
+        TS_TRELLIS,
+    ];
     args.extend_from_slice(extra);
     args.push(tree.to_str().expect("utf-8 temp path"));
     run_ok(&mut trellis(&args))
@@ -34,26 +55,68 @@ fn same_commit_checksum_as_ostree_in_every_mode() {
     for mode in MODES {
         let o = tmp.path().join(format!("ostree-{mode}"));
         let t = tmp.path().join(format!("trellis-{mode}"));
-        run_ok(&mut ostree(&["init", &format!("--repo={}", o.display()), &format!("--mode={mode}")]));
-        run_ok(&mut trellis(&["init", "--repo", t.to_str().unwrap(), "--mode", mode]));
-        let a = ostree_commit(&o, &tree, &["--add-metadata-string=k=v", "--add-metadata-string=version=1.0"]);
+        run_ok(&mut ostree(&[
+            "init",
+            &format!("--repo={}", o.display()),
+            &format!("--mode={mode}"),
+        ]));
+        run_ok(&mut trellis(&[
+            "init",
+            "--repo",
+            t.to_str().unwrap(),
+            "--mode",
+            mode,
+        ]));
+        let a = ostree_commit(
+            &o,
+            &tree,
+            &[
+                "--add-metadata-string=k=v",
+                "--add-metadata-string=version=1.0",
+            ],
+        );
         let b = trellis_commit(&t, &tree, &["--add-metadata", "k=v", "--version", "1.0"]);
         assert_eq!(a, b, "{mode}: ostree and trellis commit checksums differ");
         assert_eq!(a.len(), 64);
+        if mode != "archive" {
+            // Bare objects are plain files: trellis must write exactly what ostree writes
+            // (bytes, modes, owners, xattrs). Archive bytes may differ by deflate encoder.
+            assert_same_tree(&o.join("objects"), &t.join("objects"));
+        }
 
         // ostree accepts the repo trellis wrote, and its checkout reproduces the tree.
         let fsck = run_ok(&mut ostree(&["fsck", &format!("--repo={}", t.display())]));
         assert!(fsck.contains("no errors found"), "{mode}: {fsck}");
         let co = tmp.path().join(format!("checkout-{mode}"));
-        run_ok(&mut ostree(&["checkout", &format!("--repo={}", t.display()), "main", co.to_str().unwrap()]));
+        run_ok(&mut ostree(&[
+            "checkout",
+            &format!("--repo={}", t.display()),
+            "main",
+            co.to_str().unwrap(),
+        ]));
         assert_same_tree(&tree, &co);
 
         // A second commit chains to the first, as `ostree log` shows.
         std::fs::write(tree.join("added"), b"second build").expect("write");
         let c2 = trellis_commit(&t, &tree, &[]);
-        let log = run_ok(&mut ostree(&["log", &format!("--repo={}", t.display()), "main"]));
-        assert!(log.starts_with(&format!("commit {c2}\nParent:  {b}")), "{mode}: {log}");
-        assert_eq!(run_ok(&mut trellis(&["rev-parse", "--repo", t.to_str().unwrap(), "main^"])), b);
+        let log = run_ok(&mut ostree(&[
+            "log",
+            &format!("--repo={}", t.display()),
+            "main",
+        ]));
+        assert!(
+            log.starts_with(&format!("commit {c2}\nParent:  {b}")),
+            "{mode}: {log}"
+        );
+        assert_eq!(
+            run_ok(&mut trellis(&[
+                "rev-parse",
+                "--repo",
+                t.to_str().unwrap(),
+                "main^"
+            ])),
+            b
+        );
         std::fs::remove_file(tree.join("added")).expect("remove");
     }
 }
@@ -65,19 +128,57 @@ fn debian_rootfs_same_checksum_as_ostree() {
     // ostree cannot commit /dev's device nodes: give it a copy without them, and let
     // trellis drop them itself with --skip-special.
     let copy = tmp.path().join("rootfs");
-    sh(&format!("cp -a {} {} && find {}/dev ! -type d ! -type l -delete", rootfs.display(), copy.display(), copy.display()));
+    sh(&format!(
+        "cp -a {} {} && find {}/dev ! -type d ! -type l -delete",
+        rootfs.display(),
+        copy.display(),
+        copy.display()
+    ));
     for mode in ["archive", "bare-user"] {
         let o = tmp.path().join(format!("ostree-{mode}"));
         let t = tmp.path().join(format!("trellis-{mode}"));
-        run_ok(&mut ostree(&["init", &format!("--repo={}", o.display()), &format!("--mode={mode}")]));
-        run_ok(&mut trellis(&["init", "--repo", t.to_str().unwrap(), "--mode", mode]));
+        run_ok(&mut ostree(&[
+            "init",
+            &format!("--repo={}", o.display()),
+            &format!("--mode={mode}"),
+        ]));
+        run_ok(&mut trellis(&[
+            "init",
+            "--repo",
+            t.to_str().unwrap(),
+            "--mode",
+            mode,
+        ]));
         let a = ostree_commit(&o, &copy, &[]);
-        let out = run_raw(trellis(&["commit", "--repo", t.to_str().unwrap(), "-b", "main", "-s", "subject", "--body", "body", "--timestamp", TS_TRELLIS, "--skip-special"]).arg(&rootfs));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = run_raw(
+            trellis(&[
+                "commit",
+                "--repo",
+                t.to_str().unwrap(),
+                "-b",
+                "main",
+                "-s",
+                "subject",
+                "--body",
+                "body",
+                "--timestamp",
+                TS_TRELLIS,
+                "--skip-special",
+            ])
+            .arg(&rootfs),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let b = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert_eq!(a, b, "{mode}: Debian rootfs commit checksums differ");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("skipped character device") && stderr.contains("dev/null"), "{stderr}");
+        assert!(
+            stderr.contains("skipped character device") && stderr.contains("dev/null"),
+            "{stderr}"
+        );
         let fsck = run_ok(&mut ostree(&["fsck", &format!("--repo={}", t.display())]));
         assert!(fsck.contains("no errors found"), "{fsck}");
     }
@@ -89,9 +190,20 @@ fn tar_commit_equals_directory_commit() {
     let tree = tmp.path().join("tree");
     make_fixture_tree(&tree);
     let repo = tmp.path().join("repo");
-    run_ok(&mut trellis(&["init", "--repo", repo.to_str().unwrap(), "--mode", "bare-user"]));
+    run_ok(&mut trellis(&[
+        "init",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--mode",
+        "bare-user",
+    ]));
     let from_dir = trellis_commit(&repo, &tree, &["--orphan"]);
-    for (ext, flag) in [("tar", ""), ("tar.gz", "--gzip"), ("tar.zst", "--zstd"), ("tar.xz", "--xz")] {
+    for (ext, flag) in [
+        ("tar", ""),
+        ("tar.gz", "--gzip"),
+        ("tar.zst", "--zstd"),
+        ("tar.xz", "--xz"),
+    ] {
         let tarball = tmp.path().join(format!("tree.{ext}"));
         sh(&format!(
             "tar -C {} --xattrs --xattrs-include='*' --numeric-owner {flag} -cf {} .",
@@ -99,10 +211,25 @@ fn tar_commit_equals_directory_commit() {
             tarball.display()
         ));
         let out = run_ok(&mut trellis(&[
-            "commit", "--repo", repo.to_str().unwrap(), "-b", "main", "-s", "subject", "--body", "body",
-            "--timestamp", TS_TRELLIS, "--orphan", "--tar", tarball.to_str().unwrap(),
+            "commit",
+            "--repo",
+            repo.to_str().unwrap(),
+            "-b",
+            "main",
+            "-s",
+            "subject",
+            "--body",
+            "body",
+            "--timestamp",
+            TS_TRELLIS,
+            "--orphan",
+            "--tar",
+            tarball.to_str().unwrap(),
         ]));
-        assert_eq!(out, from_dir, "commit of {ext} differs from the directory commit");
+        assert_eq!(
+            out, from_dir,
+            "commit of {ext} differs from the directory commit"
+        );
     }
 }
 
@@ -110,19 +237,54 @@ fn tar_commit_equals_directory_commit() {
 fn special_files_are_refused_or_skipped() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let tree = tmp.path().join("tree");
-    sh(&format!("mkdir -p {0}/d && echo a > {0}/a && mkfifo {0}/d/fifo", tree.display()));
+    sh(&format!(
+        "mkdir -p {0}/d && echo a > {0}/a && mkfifo {0}/d/fifo",
+        tree.display()
+    ));
     let repo = tmp.path().join("repo");
-    run_ok(&mut trellis(&["init", "--repo", repo.to_str().unwrap(), "--mode", "archive"]));
-    let out = run_raw(&mut trellis(&["commit", "--repo", repo.to_str().unwrap(), "-b", "main", tree.to_str().unwrap()]));
+    run_ok(&mut trellis(&[
+        "init",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--mode",
+        "archive",
+    ]));
+    let out = run_raw(&mut trellis(&[
+        "commit",
+        "--repo",
+        repo.to_str().unwrap(),
+        "-b",
+        "main",
+        tree.to_str().unwrap(),
+    ]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("d/fifo") && err.contains("FIFO") && err.contains("--skip-special"), "{err}");
-    assert!(run_ok(&mut trellis(&["refs", "--repo", repo.to_str().unwrap()])).is_empty(), "no ref after a failed commit");
+    assert!(
+        err.contains("d/fifo") && err.contains("FIFO") && err.contains("--skip-special"),
+        "{err}"
+    );
+    assert!(
+        run_ok(&mut trellis(&["refs", "--repo", repo.to_str().unwrap()])).is_empty(),
+        "no ref after a failed commit"
+    );
 
-    let out = run_raw(&mut trellis(&["commit", "--repo", repo.to_str().unwrap(), "-b", "main", "--skip-special", tree.to_str().unwrap()]));
+    let out = run_raw(&mut trellis(&[
+        "commit",
+        "--repo",
+        repo.to_str().unwrap(),
+        "-b",
+        "main",
+        "--skip-special",
+        tree.to_str().unwrap(),
+    ]));
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("skipped FIFO"));
-    let ls = run_ok(&mut ostree(&["ls", &format!("--repo={}", repo.display()), "-R", "main"]));
+    let ls = run_ok(&mut ostree(&[
+        "ls",
+        &format!("--repo={}", repo.display()),
+        "-R",
+        "main",
+    ]));
     assert!(ls.contains("/a") && !ls.contains("fifo"), "{ls}");
 }
 
@@ -134,15 +296,42 @@ fn non_utf8_names_are_refused_like_ostree() {
     use std::os::unix::ffi::OsStrExt;
     std::fs::write(tree.join(std::ffi::OsStr::from_bytes(b"bad\xffname")), b"x").expect("write");
     let repo = tmp.path().join("repo");
-    run_ok(&mut trellis(&["init", "--repo", repo.to_str().unwrap(), "--mode", "bare-user"]));
-    let out = run_raw(&mut trellis(&["commit", "--repo", repo.to_str().unwrap(), "-b", "main", tree.to_str().unwrap()]));
+    run_ok(&mut trellis(&[
+        "init",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--mode",
+        "bare-user",
+    ]));
+    let out = run_raw(&mut trellis(&[
+        "commit",
+        "--repo",
+        repo.to_str().unwrap(),
+        "-b",
+        "main",
+        tree.to_str().unwrap(),
+    ]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("UTF-8") && err.contains("bad"), "{err}");
     // The oracle refuses the same tree.
     let o = tmp.path().join("o");
-    run_ok(&mut ostree(&["init", &format!("--repo={}", o.display()), "--mode=bare-user"]));
-    assert!(!run_raw(&mut ostree(&["commit", &format!("--repo={}", o.display()), "-b", "main", tree.to_str().unwrap()])).status.success());
+    run_ok(&mut ostree(&[
+        "init",
+        &format!("--repo={}", o.display()),
+        "--mode=bare-user",
+    ]));
+    assert!(
+        !run_raw(&mut ostree(&[
+            "commit",
+            &format!("--repo={}", o.display()),
+            "-b",
+            "main",
+            tree.to_str().unwrap()
+        ]))
+        .status
+        .success()
+    );
 }
 
 #[test]
@@ -151,12 +340,35 @@ fn skip_if_unchanged_makes_no_commit() {
     let tree = tmp.path().join("tree");
     sh(&format!("mkdir -p {0} && echo a > {0}/a", tree.display()));
     let repo = tmp.path().join("repo");
-    run_ok(&mut trellis(&["init", "--repo", repo.to_str().unwrap(), "--mode", "archive"]));
+    run_ok(&mut trellis(&[
+        "init",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--mode",
+        "archive",
+    ]));
     let first = trellis_commit(&repo, &tree, &[]);
-    let again = run_ok(&mut trellis(&["commit", "--repo", repo.to_str().unwrap(), "-b", "main", "--skip-if-unchanged", tree.to_str().unwrap()]));
+    let again = run_ok(&mut trellis(&[
+        "commit",
+        "--repo",
+        repo.to_str().unwrap(),
+        "-b",
+        "main",
+        "--skip-if-unchanged",
+        tree.to_str().unwrap(),
+    ]));
     assert_eq!(first, again);
     std::fs::write(tree.join("b"), b"new").expect("write");
-    let changed = run_ok(&mut trellis(&["commit", "--repo", repo.to_str().unwrap(), "-b", "main", "--skip-if-unchanged", "--json", tree.to_str().unwrap()]));
+    let changed = run_ok(&mut trellis(&[
+        "commit",
+        "--repo",
+        repo.to_str().unwrap(),
+        "-b",
+        "main",
+        "--skip-if-unchanged",
+        "--json",
+        tree.to_str().unwrap(),
+    ]));
     let v: serde_json::Value = serde_json::from_str(&changed).expect("json");
     assert_eq!(v["parent"], first.as_str());
     assert_eq!(v["unchanged"], false);
@@ -170,17 +382,30 @@ fn trellis_reads_repos_written_by_ostree() {
     make_fixture_tree(&tree);
     for mode in MODES {
         let o = tmp.path().join(format!("o-{mode}"));
-        run_ok(&mut ostree(&["init", &format!("--repo={}", o.display()), &format!("--mode={mode}")]));
+        run_ok(&mut ostree(&[
+            "init",
+            &format!("--repo={}", o.display()),
+            &format!("--mode={mode}"),
+        ]));
         let c1 = ostree_commit(&o, &tree, &["--add-metadata-string=version=7"]);
         let c2 = ostree_commit(&o, &tree, &[]);
         let repo = o.to_str().unwrap();
-        assert_eq!(run_ok(&mut trellis(&["rev-parse", "--repo", repo, "main"])), c2);
-        let log: serde_json::Value = serde_json::from_str(&run_ok(&mut trellis(&["log", "--repo", repo, "main", "--json"]))).expect("json");
+        assert_eq!(
+            run_ok(&mut trellis(&["rev-parse", "--repo", repo, "main"])),
+            c2
+        );
+        let log: serde_json::Value = serde_json::from_str(&run_ok(&mut trellis(&[
+            "log", "--repo", repo, "main", "--json",
+        ])))
+        .expect("json");
         assert_eq!(log[0]["commit"], c2.as_str());
         assert_eq!(log[0]["parent"], c1.as_str());
         assert_eq!(log[1]["version"], "7");
         assert_eq!(log.as_array().map(Vec::len), Some(2));
-        let show: serde_json::Value = serde_json::from_str(&run_ok(&mut trellis(&["show", "--repo", repo, "main", "--json"]))).expect("json");
+        let show: serde_json::Value = serde_json::from_str(&run_ok(&mut trellis(&[
+            "show", "--repo", repo, "main", "--json",
+        ])))
+        .expect("json");
         assert_eq!(show["metadata"]["ostree.ref-binding"][0], "main");
         assert_eq!(show["subject"], "subject");
     }

@@ -1,5 +1,7 @@
+pub mod checkout;
 pub mod commit;
 pub mod init;
+pub mod maint;
 pub mod read;
 pub mod refs;
 

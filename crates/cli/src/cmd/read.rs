@@ -1,8 +1,11 @@
 use crate::RepoArg;
 use crate::output::{format_time, print_json, value_to_json};
 use anyhow::Context;
+use std::io::Write;
 use std::process::ExitCode;
+use trellis_store::diff::DiffKind;
 use trellis_store::format::Commit;
+use trellis_store::tree::{self, EntryKind};
 use trellis_store::{Checksum, Error};
 
 fn commit_json(
@@ -134,6 +137,122 @@ pub fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
         println!("Detached metadata:");
         for (k, v) in &d {
             println!("  {k}: {v}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// List files in a commit (as `ostree ls`): type and mode, owner, size, path.
+#[derive(clap::Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    /// Ref or commit.
+    rev: String,
+    /// Paths inside the commit [default: /].
+    paths: Vec<String>,
+    /// List directories recursively.
+    #[arg(short = 'R', long)]
+    recursive: bool,
+    /// Also print each entry's checksums (content; dirtree and dirmeta for directories).
+    #[arg(short = 'C', long)]
+    checksum: bool,
+    /// Print the entries as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn ls(a: LsArgs) -> anyhow::Result<ExitCode> {
+    let repo = super::open_repo(&a.repo)?;
+    let commit = repo.resolve_rev(&a.rev)?;
+    let paths = if a.paths.is_empty() {
+        vec!["/".to_string()]
+    } else {
+        a.paths.clone()
+    };
+    let mut json = Vec::new();
+    for p in &paths {
+        let entries = tree::list(&repo, &commit, p, a.recursive)
+            .with_context(|| format!("listing {p} in {commit}"))?;
+        for e in entries {
+            if a.json {
+                json.push(serde_json::json!({
+                    "path": e.path,
+                    "type": match e.kind { EntryKind::File => "file", EntryKind::Dir => "dir", EntryKind::Symlink => "symlink" },
+                    "mode": format!("{:04o}", e.mode & 0o7777),
+                    "uid": e.uid,
+                    "gid": e.gid,
+                    "size": e.size,
+                    "checksum": e.checksum.to_hex(),
+                    "dirmeta": e.dirmeta.map(|c| c.to_hex()),
+                    "target": e.symlink_target,
+                }));
+            } else {
+                println!("{}", e.ls_line(a.checksum));
+            }
+        }
+    }
+    if a.json {
+        print_json(&json)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print a file's contents from a commit (as `ostree cat`).
+#[derive(clap::Args)]
+pub struct CatArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    /// Ref or commit.
+    rev: String,
+    /// Path of the file inside the commit; symlinks inside the commit are followed.
+    path: String,
+}
+
+pub fn cat(a: CatArgs) -> anyhow::Result<ExitCode> {
+    let repo = super::open_repo(&a.repo)?;
+    let commit = repo.resolve_rev(&a.rev)?;
+    let (_, _, mut reader) = tree::open_file(&repo, &commit, &a.path)?;
+    let mut out = std::io::stdout().lock();
+    std::io::copy(&mut reader, &mut out)
+        .with_context(|| format!("reading {} from {commit}", a.path))?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// List the paths added (A), removed (D) and modified (M) between two commits
+/// (as `ostree diff`).
+#[derive(clap::Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    /// The older ref or commit.
+    from: String,
+    /// The newer ref or commit.
+    to: String,
+    /// Print the changes as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn diff(a: DiffArgs) -> anyhow::Result<ExitCode> {
+    let repo = super::open_repo(&a.repo)?;
+    let mut entries = trellis_store::diff::diff(&repo, &a.from, &a.to)?;
+    // ostree prints modified, then removed, then added paths.
+    entries.sort_by_key(|e| match e.kind {
+        DiffKind::Modified => 0,
+        DiffKind::Removed => 1,
+        DiffKind::Added => 2,
+    });
+    if a.json {
+        let v: Vec<_> = entries
+            .iter()
+            .map(|e| serde_json::json!({ "change": e.kind.letter().to_string(), "path": e.path }))
+            .collect();
+        print_json(&v)?;
+    } else {
+        for e in entries {
+            println!("{}    {}", e.kind.letter(), e.path);
         }
     }
     Ok(ExitCode::SUCCESS)

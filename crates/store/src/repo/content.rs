@@ -137,7 +137,9 @@ impl Repo {
             RepoMode::BareUser => {
                 let mut f = File::create(tmp).ctx("create", tmp)?;
                 let disk_mode = if symlink {
+                    // ostree stores the target NUL-terminated; match it byte for byte.
                     f.write_all(h.symlink_target.as_bytes()).ctx("write", tmp)?;
+                    f.write_all(&[0]).ctx("write", tmp)?;
                     0o644
                 } else {
                     copy_exact(payload, &mut f, size, tmp)?;
@@ -262,6 +264,10 @@ impl Repo {
                     let mut target = String::new();
                     f.read_to_string(&mut target)
                         .map_err(|_| corrupt("symlink target is not UTF-8".into()))?;
+                    // The target is stored NUL-terminated (see the writer).
+                    if let Some(nul) = target.find('\0') {
+                        target.truncate(nul);
+                    }
                     let header = FileHeader::from_ostreemeta(&meta, target).map_err(|source| {
                         Error::BadObject {
                             ty: ObjectType::File,
