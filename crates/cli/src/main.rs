@@ -41,6 +41,10 @@ enum Command {
     Checkout(cmd::checkout::Args),
     Fsck(cmd::maint::FsckArgs),
     Prune(cmd::maint::PruneArgs),
+    Remote(cmd::remote::Args),
+    Summary(cmd::summary::Args),
+    Keygen(cmd::keys::KeygenArgs),
+    Sign(cmd::keys::SignArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +62,10 @@ fn main() -> ExitCode {
         Command::Checkout(a) => cmd::checkout::run(a),
         Command::Fsck(a) => cmd::maint::fsck(a),
         Command::Prune(a) => cmd::maint::prune(a),
+        Command::Remote(a) => cmd::remote::run(a),
+        Command::Summary(a) => cmd::summary::run(a),
+        Command::Keygen(a) => cmd::keys::keygen(a),
+        Command::Sign(a) => cmd::keys::sign(a),
     };
     match result {
         Ok(code) => code,

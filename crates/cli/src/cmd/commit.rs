@@ -8,6 +8,7 @@ use trellis_store::Checksum;
 use trellis_store::commit::{self, CommitOptions, ParentChoice, Source};
 use trellis_store::format::META_VERSION;
 use trellis_store::gvariant::Value;
+use trellis_store::sign::SecretKey;
 
 /// Commit a directory tree or a tar archive to a branch (as `ostree commit`).
 ///
@@ -61,6 +62,10 @@ pub struct Args {
     /// Do not record the branch in `ostree.ref-binding`.
     #[arg(long)]
     no_bindings: bool,
+    /// Sign the commit with this ed25519 secret key (from `trellis keygen`): the signature
+    /// goes to the detached metadata as `ostree.sign.ed25519`.
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<PathBuf>,
     /// Print a JSON summary instead of the checksum.
     #[arg(long)]
     json: bool,
@@ -99,7 +104,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         skip_if_unchanged: a.skip_if_unchanged,
         skip_special: a.skip_special,
         no_bindings: a.no_bindings,
-        sign_with: None,
+        sign_with: a
+            .sign_key
+            .as_deref()
+            .map(|p| {
+                SecretKey::from_file(p)
+                    .with_context(|| format!("loading secret key {}", p.display()))
+            })
+            .transpose()?,
     };
     let (source, shown) = match (&a.dir, &a.tar) {
         (_, Some(t)) => (Source::Tar(t), t.display().to_string()),

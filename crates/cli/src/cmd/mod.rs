@@ -1,9 +1,12 @@
 pub mod checkout;
 pub mod commit;
 pub mod init;
+pub mod keys;
 pub mod maint;
 pub mod read;
 pub mod refs;
+pub mod remote;
+pub mod summary;
 
 use anyhow::Context;
 use trellis_store::Repo;

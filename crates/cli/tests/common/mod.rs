@@ -13,7 +13,9 @@ pub fn trellis_bin() -> &'static str {
 
 /// Run a command, panicking with its stderr when it fails; returns trimmed stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
@@ -25,7 +27,8 @@ pub fn run_ok(cmd: &mut Command) -> String {
 }
 
 pub fn run_raw(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 pub fn trellis(args: &[&str]) -> Command {
@@ -94,15 +97,29 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
 fn walk(root: &Path, p: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
     let md = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
     let content = if md.file_type().is_symlink() {
-        std::fs::read_link(p).map(|t| t.into_os_string().into_encoded_bytes()).unwrap_or_default()
+        std::fs::read_link(p)
+            .map(|t| t.into_os_string().into_encoded_bytes())
+            .unwrap_or_default()
     } else if md.is_file() {
         std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
     } else {
         Vec::new()
     };
     let xattrs = list_xattrs(p);
-    let rel = p.strip_prefix(root).map(Path::to_path_buf).unwrap_or_default();
-    out.insert(rel, Entry { mode: md.mode(), uid: md.uid(), gid: md.gid(), content, xattrs });
+    let rel = p
+        .strip_prefix(root)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    out.insert(
+        rel,
+        Entry {
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+            content,
+            xattrs,
+        },
+    );
     if md.is_dir() {
         for e in std::fs::read_dir(p).unwrap_or_else(|e| panic!("list {}: {e}", p.display())) {
             walk(root, &e.expect("dir entry").path(), out);
@@ -111,7 +128,11 @@ fn walk(root: &Path, p: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
 }
 
 fn list_xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
-    let out = run_raw(Command::new("getfattr").args(["-h", "-d", "-m", "-", "-e", "hex", "--absolute-names"]).arg(p));
+    let out = run_raw(
+        Command::new("getfattr")
+            .args(["-h", "-d", "-m", "-", "-e", "hex", "--absolute-names"])
+            .arg(p),
+    );
     let mut v: Vec<(String, Vec<u8>)> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -126,14 +147,27 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     let (sa, sb) = (snapshot(a), snapshot(b));
     let ka: Vec<_> = sa.keys().collect();
     let kb: Vec<_> = sb.keys().collect();
-    assert_eq!(ka, kb, "trees {} and {} hold different paths", a.display(), b.display());
+    assert_eq!(
+        ka,
+        kb,
+        "trees {} and {} hold different paths",
+        a.display(),
+        b.display()
+    );
     for (k, ea) in &sa {
         let eb = &sb[k];
         // The root directory's own metadata depends on where the checkout was made.
         if k.as_os_str().is_empty() {
             continue;
         }
-        assert_eq!(ea, eb, "{} differs between {} and {}", k.display(), a.display(), b.display());
+        assert_eq!(
+            ea,
+            eb,
+            "{} differs between {} and {}",
+            k.display(),
+            a.display(),
+            b.display()
+        );
     }
 }
 
@@ -144,8 +178,15 @@ pub fn debian_rootfs() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/trellis-test/minbase"));
     if !p.join("usr/bin").is_dir() {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/debian-fixture.sh");
-        run_ok(Command::new("bash").arg(script).env("TRELLIS_TEST_CACHE", p.parent().unwrap_or(Path::new("/tmp"))));
+        run_ok(Command::new("bash").arg(script).env(
+            "TRELLIS_TEST_CACHE",
+            p.parent().unwrap_or(Path::new("/tmp")),
+        ));
     }
-    assert!(p.join("usr/bin").is_dir(), "Debian fixture missing at {}", p.display());
+    assert!(
+        p.join("usr/bin").is_dir(),
+        "Debian fixture missing at {}",
+        p.display()
+    );
     p
 }

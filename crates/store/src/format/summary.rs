@@ -54,12 +54,15 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Per-ref metadata as `ostree summary -u` writes it.
+    /// Per-ref metadata as `ostree summary -u` writes it: version before timestamp, the
+    /// order its GVariantDict (a hash table) yields for these two keys, so that the bytes
+    /// match ostree's.
     pub fn ref_metadata(timestamp: u64, version: Option<&str>) -> Vec<(String, Value)> {
-        let mut m = vec![(SUMMARY_COMMIT_TIMESTAMP.to_string(), be64(timestamp))];
+        let mut m = Vec::new();
         if let Some(v) = version {
             m.push((SUMMARY_COMMIT_VERSION.to_string(), Value::str(v)));
         }
+        m.push((SUMMARY_COMMIT_TIMESTAMP.to_string(), be64(timestamp)));
         m
     }
 
