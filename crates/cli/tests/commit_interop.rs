@@ -9,6 +9,15 @@ const MODES: [&str; 3] = ["archive", "bare", "bare-user"];
 const TS_OSTREE: &str = "--timestamp=2020-01-01 00:00:00 +0000";
 const TS_TRELLIS: &str = "2020-01-01T00:00:00Z";
 
+fn ostree_init(repo: &Path, mode: &str) -> String {
+    run_ok(&mut ostree(&[
+        "init",
+        &format!("--repo={}", repo.display()),
+        &format!("--mode={mode}"),
+    ]));
+    format!("--repo={}", repo.display())
+}
+
 fn ostree_commit(repo: &Path, tree: &Path, extra: &[&str]) -> String {
     let repo_arg = format!("--repo={}", repo.display());
     let mut args = vec![
@@ -22,29 +31,20 @@ fn ostree_commit(repo: &Path, tree: &Path, extra: &[&str]) -> String {
         TS_OSTREE,
     ];
     args.extend_from_slice(extra);
-    let tree = tree.to_str().expect("utf-8 temp path");
-    args.push(tree);
+    args.push(tree.to_str().expect("utf-8 temp path"));
     run_ok(&mut ostree(&args))
 }
 
-fn trellis_commit(repo: &Path, tree: &Path, extra: &[&str]) -> String {
-    let repo = repo.to_str().expect("utf-8 temp path");
-    let mut args = vec![
-        "commit",
-        "--repo",
-        repo,
-        "-b",
-        "main",
-        "-s",
-        "subject",
-        "--body",
-        "body",
-        "--timestamp",
-        TS_TRELLIS,
-    ];
+/// A trellis commit with the same subject, body and timestamp as `ostree_commit`.
+fn same_as_ostree<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["-s", "subject", "--body", "body", "--timestamp", TS_TRELLIS];
     args.extend_from_slice(extra);
-    args.push(tree.to_str().expect("utf-8 temp path"));
-    run_ok(&mut trellis(&args))
+    args
+}
+
+fn assert_ostree_fsck_clean(repo: &str) {
+    let fsck = run_ok(&mut ostree(&["fsck", &format!("--repo={repo}")]));
+    assert!(fsck.contains("no errors found"), "{repo}: {fsck}");
 }
 
 #[test]
@@ -54,19 +54,8 @@ fn same_commit_checksum_as_ostree_in_every_mode() {
     make_fixture_tree(&tree);
     for mode in MODES {
         let o = tmp.path().join(format!("ostree-{mode}"));
-        let t = tmp.path().join(format!("trellis-{mode}"));
-        run_ok(&mut ostree(&[
-            "init",
-            &format!("--repo={}", o.display()),
-            &format!("--mode={mode}"),
-        ]));
-        run_ok(&mut trellis(&[
-            "init",
-            "--repo",
-            t.to_str().unwrap(),
-            "--mode",
-            mode,
-        ]));
+        ostree_init(&o, mode);
+        let t = init_repo(&tmp.path().join(format!("trellis-{mode}")), mode);
         let a = ostree_commit(
             &o,
             &tree,
@@ -75,46 +64,41 @@ fn same_commit_checksum_as_ostree_in_every_mode() {
                 "--add-metadata-string=version=1.0",
             ],
         );
-        let b = trellis_commit(&t, &tree, &["--add-metadata", "k=v", "--version", "1.0"]);
+        let b = commit_dir(
+            &t,
+            "main",
+            &tree,
+            &same_as_ostree(&["--add-metadata", "k=v", "--version", "1.0"]),
+        );
         assert_eq!(a, b, "{mode}: ostree and trellis commit checksums differ");
         assert_eq!(a.len(), 64);
         if mode != "archive" {
             // Bare objects are plain files: trellis must write exactly what ostree writes
             // (bytes, modes, owners, xattrs). Archive bytes may differ by deflate encoder.
-            assert_same_tree(&o.join("objects"), &t.join("objects"));
+            assert_same_tree(&o.join("objects"), &Path::new(&t).join("objects"));
         }
 
         // ostree accepts the repo trellis wrote, and its checkout reproduces the tree.
-        let fsck = run_ok(&mut ostree(&["fsck", &format!("--repo={}", t.display())]));
-        assert!(fsck.contains("no errors found"), "{mode}: {fsck}");
+        assert_ostree_fsck_clean(&t);
         let co = tmp.path().join(format!("checkout-{mode}"));
         run_ok(&mut ostree(&[
             "checkout",
-            &format!("--repo={}", t.display()),
+            &format!("--repo={t}"),
             "main",
-            co.to_str().unwrap(),
+            co.to_str().expect("utf-8"),
         ]));
         assert_same_tree(&tree, &co);
 
         // A second commit chains to the first, as `ostree log` shows.
         std::fs::write(tree.join("added"), b"second build").expect("write");
-        let c2 = trellis_commit(&t, &tree, &[]);
-        let log = run_ok(&mut ostree(&[
-            "log",
-            &format!("--repo={}", t.display()),
-            "main",
-        ]));
+        let c2 = commit_dir(&t, "main", &tree, &[]);
+        let log = run_ok(&mut ostree(&["log", &format!("--repo={t}"), "main"]));
         assert!(
             log.starts_with(&format!("commit {c2}\nParent:  {b}")),
             "{mode}: {log}"
         );
         assert_eq!(
-            run_ok(&mut trellis(&[
-                "rev-parse",
-                "--repo",
-                t.to_str().unwrap(),
-                "main^"
-            ])),
+            run_ok(&mut trellis(&["rev-parse", "--repo", &t, "main^"])),
             b
         );
         std::fs::remove_file(tree.join("added")).expect("remove");
@@ -136,51 +120,22 @@ fn debian_rootfs_same_checksum_as_ostree() {
     ));
     for mode in ["archive", "bare-user"] {
         let o = tmp.path().join(format!("ostree-{mode}"));
-        let t = tmp.path().join(format!("trellis-{mode}"));
-        run_ok(&mut ostree(&[
-            "init",
-            &format!("--repo={}", o.display()),
-            &format!("--mode={mode}"),
-        ]));
-        run_ok(&mut trellis(&[
-            "init",
-            "--repo",
-            t.to_str().unwrap(),
-            "--mode",
-            mode,
-        ]));
+        ostree_init(&o, mode);
+        let t = init_repo(&tmp.path().join(format!("trellis-{mode}")), mode);
         let a = ostree_commit(&o, &copy, &[]);
-        let out = run_raw(
-            trellis(&[
-                "commit",
-                "--repo",
-                t.to_str().unwrap(),
-                "-b",
-                "main",
-                "-s",
-                "subject",
-                "--body",
-                "body",
-                "--timestamp",
-                TS_TRELLIS,
-                "--skip-special",
-            ])
-            .arg(&rootfs),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let b = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert_eq!(a, b, "{mode}: Debian rootfs commit checksums differ");
+        let out = commit_dir_raw(&t, "main", &rootfs, &same_as_ostree(&["--skip-special"]));
         let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(
+            a,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "{mode}: Debian rootfs commit checksums differ"
+        );
         assert!(
             stderr.contains("skipped character device") && stderr.contains("dev/null"),
             "{stderr}"
         );
-        let fsck = run_ok(&mut ostree(&["fsck", &format!("--repo={}", t.display())]));
-        assert!(fsck.contains("no errors found"), "{fsck}");
+        assert_ostree_fsck_clean(&t);
     }
 }
 
@@ -189,15 +144,8 @@ fn tar_commit_equals_directory_commit() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let tree = tmp.path().join("tree");
     make_fixture_tree(&tree);
-    let repo = tmp.path().join("repo");
-    run_ok(&mut trellis(&[
-        "init",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--mode",
-        "bare-user",
-    ]));
-    let from_dir = trellis_commit(&repo, &tree, &["--orphan"]);
+    let repo = init_repo(&tmp.path().join("repo"), "bare-user");
+    let from_dir = commit_dir(&repo, "main", &tree, &same_as_ostree(&["--orphan"]));
     for (ext, flag) in [
         ("tar", ""),
         ("tar.gz", "--gzip"),
@@ -210,24 +158,19 @@ fn tar_commit_equals_directory_commit() {
             tree.display(),
             tarball.display()
         ));
-        let out = run_ok(&mut trellis(&[
+        let mut args = vec![
             "commit",
             "--repo",
-            repo.to_str().unwrap(),
+            &repo,
             "-b",
             "main",
-            "-s",
-            "subject",
-            "--body",
-            "body",
-            "--timestamp",
-            TS_TRELLIS,
-            "--orphan",
             "--tar",
-            tarball.to_str().unwrap(),
-        ]));
+            tarball.to_str().expect("utf-8"),
+        ];
+        args.extend(same_as_ostree(&["--orphan"]));
         assert_eq!(
-            out, from_dir,
+            run_ok(&mut trellis(&args)),
+            from_dir,
             "commit of {ext} differs from the directory commit"
         );
     }
@@ -241,22 +184,8 @@ fn special_files_are_refused_or_skipped() {
         "mkdir -p {0}/d && echo a > {0}/a && mkfifo {0}/d/fifo",
         tree.display()
     ));
-    let repo = tmp.path().join("repo");
-    run_ok(&mut trellis(&[
-        "init",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--mode",
-        "archive",
-    ]));
-    let out = run_raw(&mut trellis(&[
-        "commit",
-        "--repo",
-        repo.to_str().unwrap(),
-        "-b",
-        "main",
-        tree.to_str().unwrap(),
-    ]));
+    let repo = init_repo(&tmp.path().join("repo"), "archive");
+    let out = commit_dir_raw(&repo, "main", &tree, &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -264,24 +193,16 @@ fn special_files_are_refused_or_skipped() {
         "{err}"
     );
     assert!(
-        run_ok(&mut trellis(&["refs", "--repo", repo.to_str().unwrap()])).is_empty(),
+        run_ok(&mut trellis(&["refs", "--repo", &repo])).is_empty(),
         "no ref after a failed commit"
     );
 
-    let out = run_raw(&mut trellis(&[
-        "commit",
-        "--repo",
-        repo.to_str().unwrap(),
-        "-b",
-        "main",
-        "--skip-special",
-        tree.to_str().unwrap(),
-    ]));
+    let out = commit_dir_raw(&repo, "main", &tree, &["--skip-special"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("skipped FIFO"));
     let ls = run_ok(&mut ostree(&[
         "ls",
-        &format!("--repo={}", repo.display()),
+        &format!("--repo={repo}"),
         "-R",
         "main",
     ]));
@@ -290,44 +211,26 @@ fn special_files_are_refused_or_skipped() {
 
 #[test]
 fn non_utf8_names_are_refused_like_ostree() {
+    use std::os::unix::ffi::OsStrExt;
     let tmp = tempfile::tempdir().expect("tempdir");
     let tree = tmp.path().join("tree");
     std::fs::create_dir(&tree).expect("mkdir");
-    use std::os::unix::ffi::OsStrExt;
     std::fs::write(tree.join(std::ffi::OsStr::from_bytes(b"bad\xffname")), b"x").expect("write");
-    let repo = tmp.path().join("repo");
-    run_ok(&mut trellis(&[
-        "init",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--mode",
-        "bare-user",
-    ]));
-    let out = run_raw(&mut trellis(&[
-        "commit",
-        "--repo",
-        repo.to_str().unwrap(),
-        "-b",
-        "main",
-        tree.to_str().unwrap(),
-    ]));
+    let repo = init_repo(&tmp.path().join("repo"), "bare-user");
+    let out = commit_dir_raw(&repo, "main", &tree, &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("UTF-8") && err.contains("bad"), "{err}");
     // The oracle refuses the same tree.
     let o = tmp.path().join("o");
-    run_ok(&mut ostree(&[
-        "init",
-        &format!("--repo={}", o.display()),
-        "--mode=bare-user",
-    ]));
+    let orepo = ostree_init(&o, "bare-user");
     assert!(
         !run_raw(&mut ostree(&[
             "commit",
-            &format!("--repo={}", o.display()),
+            &orepo,
             "-b",
             "main",
-            tree.to_str().unwrap()
+            tree.to_str().expect("utf-8")
         ]))
         .status
         .success()
@@ -339,36 +242,14 @@ fn skip_if_unchanged_makes_no_commit() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let tree = tmp.path().join("tree");
     sh(&format!("mkdir -p {0} && echo a > {0}/a", tree.display()));
-    let repo = tmp.path().join("repo");
-    run_ok(&mut trellis(&[
-        "init",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--mode",
-        "archive",
-    ]));
-    let first = trellis_commit(&repo, &tree, &[]);
-    let again = run_ok(&mut trellis(&[
-        "commit",
-        "--repo",
-        repo.to_str().unwrap(),
-        "-b",
-        "main",
-        "--skip-if-unchanged",
-        tree.to_str().unwrap(),
-    ]));
-    assert_eq!(first, again);
+    let repo = init_repo(&tmp.path().join("repo"), "archive");
+    let first = commit_dir(&repo, "main", &tree, &[]);
+    assert_eq!(
+        commit_dir(&repo, "main", &tree, &["--skip-if-unchanged"]),
+        first
+    );
     std::fs::write(tree.join("b"), b"new").expect("write");
-    let changed = run_ok(&mut trellis(&[
-        "commit",
-        "--repo",
-        repo.to_str().unwrap(),
-        "-b",
-        "main",
-        "--skip-if-unchanged",
-        "--json",
-        tree.to_str().unwrap(),
-    ]));
+    let changed = commit_dir(&repo, "main", &tree, &["--skip-if-unchanged", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&changed).expect("json");
     assert_eq!(v["parent"], first.as_str());
     assert_eq!(v["unchanged"], false);
@@ -382,14 +263,10 @@ fn trellis_reads_repos_written_by_ostree() {
     make_fixture_tree(&tree);
     for mode in MODES {
         let o = tmp.path().join(format!("o-{mode}"));
-        run_ok(&mut ostree(&[
-            "init",
-            &format!("--repo={}", o.display()),
-            &format!("--mode={mode}"),
-        ]));
+        ostree_init(&o, mode);
         let c1 = ostree_commit(&o, &tree, &["--add-metadata-string=version=7"]);
         let c2 = ostree_commit(&o, &tree, &[]);
-        let repo = o.to_str().unwrap();
+        let repo = o.to_str().expect("utf-8");
         assert_eq!(
             run_ok(&mut trellis(&["rev-parse", "--repo", repo, "main"])),
             c2

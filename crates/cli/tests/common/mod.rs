@@ -190,3 +190,26 @@ pub fn debian_rootfs() -> PathBuf {
     );
     p
 }
+
+/// `trellis init --repo DIR --mode MODE`; returns the repo path as a string.
+pub fn init_repo(dir: &Path, mode: &str) -> String {
+    let repo = dir.to_str().expect("utf-8 temp path").to_string();
+    run_ok(&mut trellis(&["init", "--repo", &repo, "--mode", mode]));
+    repo
+}
+
+/// `trellis commit --repo REPO -b BRANCH [EXTRA...] DIR`; returns the new commit.
+pub fn commit_dir(repo: &str, branch: &str, dir: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["commit", "--repo", repo, "-b", branch];
+    args.extend_from_slice(extra);
+    args.push(dir.to_str().expect("utf-8 temp path"));
+    run_ok(&mut trellis(&args))
+}
+
+/// The same commit, returning the whole output for commands expected to fail.
+pub fn commit_dir_raw(repo: &str, branch: &str, dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["commit", "--repo", repo, "-b", branch];
+    args.extend_from_slice(extra);
+    args.push(dir.to_str().expect("utf-8 temp path"));
+    run_raw(&mut trellis(&args))
+}
