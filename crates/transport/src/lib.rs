@@ -4,3 +4,7 @@
 //! from one, verifying every object before it is stored; `publish` uploads what a
 //! destination lacks (objects, then commits, refs, summary last); `export`/`import` carry a
 //! repository as a deterministic tar archive.
+
+pub mod export;
+pub mod import;
+pub mod publish;

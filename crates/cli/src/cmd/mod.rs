@@ -1,8 +1,11 @@
 pub mod checkout;
 pub mod commit;
+pub mod export;
+pub mod import;
 pub mod init;
 pub mod keys;
 pub mod maint;
+pub mod publish;
 pub mod read;
 pub mod refs;
 pub mod remote;
