@@ -8,6 +8,7 @@ pub mod maint;
 pub mod publish;
 pub mod read;
 pub mod refs;
+pub mod serve;
 pub mod remote;
 pub mod summary;
 
