@@ -6,6 +6,7 @@
 //! - `cargo xtask bench commit`: `ostree commit` against `trellis commit`, measured side by side
 //!   in the same run: wall time and peak RSS of each child, and ratios.
 
+mod deps;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -127,10 +128,6 @@ fn target_dir(root: &Path) -> PathBuf {
     }
 }
 
-fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
 fn show(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
@@ -224,18 +221,12 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<()>) -> Re
 
 fn test(a: &TestArgs) -> Result<ExitCode> {
     let root = workspace_root()?;
+    deps::ensure_debian_packages(&root)?;
     let mut cmd = cargo();
     cmd.current_dir(&root);
-    match debian_fixture(&root) {
-        Ok(dir) => {
-            eprintln!("xtask: {ROOTFS_ENV}={}", dir.display());
-            cmd.env(ROOTFS_ENV, dir);
-        }
-        Err(e) if !is_ci() => {
-            eprintln!("xtask: warning: no Debian fixture, the tests that need it skip: {e:#}");
-        }
-        Err(e) => return Err(e.context("the Debian fixture is required under CI")),
-    }
+    let dir = debian_fixture(&root).context("the tests need the Debian fixture")?;
+    eprintln!("xtask: {ROOTFS_ENV}={}", dir.display());
+    cmd.env(ROOTFS_ENV, dir);
     let nextest = cargo()
         .args(["nextest", "--version"])
         .stdin(Stdio::null())
