@@ -118,7 +118,7 @@ fn debian_rootfs_same_checksum_as_ostree() {
         copy.display(),
         copy.display()
     ));
-    for mode in ["archive", "bare-user"] {
+    for mode in MODES {
         let o = tmp.path().join(format!("ostree-{mode}"));
         ostree_init(&o, mode);
         let t = init_repo(&tmp.path().join(format!("trellis-{mode}")), mode);
