@@ -1,3 +1,4 @@
+pub mod admin;
 pub mod checkout;
 pub mod commit;
 pub mod export;
