@@ -15,6 +15,10 @@ use std::path::PathBuf;
 /// read a second time only if the object is new.
 const INLINE_MAX: u64 = 4 * 1024 * 1024;
 
+thread_local! {
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// One content object to hash and store.
 #[derive(Debug)]
 pub enum ContentJob {
@@ -140,17 +144,20 @@ fn store_one(repo: &Repo, job: &ContentJob) -> Result<Option<Stored>> {
                 ))
             };
             if *size <= INLINE_MAX {
-                let mut buf = Vec::with_capacity(*size as usize);
-                f.read_to_end(&mut buf).ctx("read", path)?;
-                if buf.len() as u64 != *size {
-                    return Err(changed());
-                }
-                let (csum, new) = store_bytes(repo, header, &buf)?;
-                Stored {
-                    csum,
-                    new,
-                    size: *size,
-                }
+                // One read buffer per thread, reused: see repo::content's DeflateScratch.
+                READ_BUF.with_borrow_mut(|buf| {
+                    buf.clear();
+                    f.read_to_end(buf).ctx("read", path)?;
+                    if buf.len() as u64 != *size {
+                        return Err(changed());
+                    }
+                    let (csum, new) = store_bytes(repo, header, buf)?;
+                    Ok(Stored {
+                        csum,
+                        new,
+                        size: *size,
+                    })
+                })?
             } else {
                 let mut hasher = ContentHasher::new(header);
                 let n = std::io::copy(

@@ -7,10 +7,11 @@ use crate::format::FileHeader;
 use crate::xattr::{self, Target};
 use flate2::Compression;
 use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
+use flate2::{Compress, FlushCompress, Status};
 use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, Timestamps, Uid};
+use std::cell::RefCell;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -83,18 +84,12 @@ impl Repo {
         let perms = h.mode & 0o7777;
         match self.mode {
             RepoMode::Archive => {
-                let f = File::create(tmp).ctx("create", tmp)?;
-                let mut w = BufWriter::with_capacity(128 * 1024, f);
-                w.write_all(&h.archive_prefix(if symlink { 0 } else { size }))
+                let mut f = File::create(tmp).ctx("create", tmp)?;
+                f.write_all(&h.archive_prefix(if symlink { 0 } else { size }))
                     .ctx("write", tmp)?;
                 if !symlink {
-                    let mut enc = DeflateEncoder::new(w, Compression::new(self.zlib_level));
-                    copy_exact(payload, &mut enc, size, tmp)?;
-                    w = enc.finish().ctx("compress", tmp)?;
+                    deflate_exact(self.zlib_level, payload, &mut f, size, tmp)?;
                 }
-                w.into_inner()
-                    .map_err(|e| e.into_error())
-                    .ctx("write", tmp)?;
             }
             RepoMode::Bare | RepoMode::BareUserOnly if symlink => {
                 if self.mode == RepoMode::BareUserOnly {
@@ -315,16 +310,119 @@ fn require_canonical_owner(h: &FileHeader) -> Result<()> {
     Ok(())
 }
 
+/// Per-thread compression state and buffers, reused from object to object: allocating a
+/// deflate state and large buffers per object costs page faults (fresh mmap'd memory) for
+/// every file of a commit.
+struct DeflateScratch {
+    compress: Option<(u32, Compress)>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+thread_local! {
+    static DEFLATE: RefCell<DeflateScratch> =
+        const { RefCell::new(DeflateScratch { compress: None, input: Vec::new(), output: Vec::new() }) };
+}
+
+const CHUNK: usize = 64 * 1024;
+
+/// Raw-deflate exactly `size` bytes of `src` into `dst`, at `level`.
+fn deflate_exact(
+    level: u32,
+    src: &mut dyn Read,
+    dst: &mut File,
+    size: u64,
+    path: &Path,
+) -> Result<()> {
+    let compress_err =
+        |e: flate2::CompressError| Error::Invalid(format!("{}: compressing: {e}", path.display()));
+    DEFLATE.with_borrow_mut(|scratch| {
+        let DeflateScratch {
+            compress,
+            input,
+            output,
+        } = scratch;
+        let c = match compress {
+            Some((l, c)) if *l == level => {
+                c.reset();
+                c
+            }
+            slot => {
+                &mut slot
+                    .insert((level, Compress::new(Compression::new(level), false)))
+                    .1
+            }
+        };
+        input.resize(CHUNK, 0);
+        output.resize(CHUNK, 0);
+        let mut remaining = size;
+        loop {
+            let want = remaining.min(CHUNK as u64) as usize;
+            let n = read_up_to(src, &mut input[..want]).ctx("read", path)?;
+            if n < want {
+                return Err(changed_size(path, size));
+            }
+            remaining -= n as u64;
+            let flush = if remaining == 0 {
+                FlushCompress::Finish
+            } else {
+                FlushCompress::None
+            };
+            let mut pending = &input[..n];
+            loop {
+                let (in0, out0) = (c.total_in(), c.total_out());
+                let status = c.compress(pending, output, flush).map_err(compress_err)?;
+                let consumed = (c.total_in() - in0) as usize;
+                let produced = (c.total_out() - out0) as usize;
+                dst.write_all(&output[..produced]).ctx("write", path)?;
+                pending = &pending[consumed..];
+                let done = match flush {
+                    FlushCompress::Finish => status == Status::StreamEnd,
+                    _ => pending.is_empty() && produced < output.len(),
+                };
+                if done {
+                    break;
+                }
+            }
+            if remaining == 0 {
+                break;
+            }
+        }
+        let mut extra = [0u8; 1];
+        if src.read(&mut extra).unwrap_or(0) != 0 {
+            return Err(changed_size(path, size));
+        }
+        Ok(())
+    })
+}
+
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn changed_size(path: &Path, size: u64) -> Error {
+    Error::Invalid(format!(
+        "{}: payload changed size while being stored (expected {size} bytes)",
+        path.display()
+    ))
+}
+
 /// Copy exactly `size` bytes: a source that changes length while being committed is an error
 /// rather than a silently wrong object.
 fn copy_exact(src: &mut dyn Read, dst: &mut dyn Write, size: u64, path: &Path) -> Result<()> {
     let n = std::io::copy(&mut src.take(size), dst).ctx("write", path)?;
     let mut extra = [0u8; 1];
     if n != size || src.read(&mut extra).unwrap_or(0) != 0 {
-        return Err(Error::Invalid(format!(
-            "{}: payload changed size while being stored (expected {size} bytes)",
-            path.display()
-        )));
+        return Err(changed_size(path, size));
     }
     Ok(())
 }
