@@ -6,7 +6,9 @@
 //! - `cargo xtask bench commit`: `ostree commit` against `trellis commit`, measured side by side
 //!   in the same run: wall time and peak RSS of each child, and ratios.
 
+mod bench_pull;
 mod deps;
+mod quickstart;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -40,6 +42,9 @@ struct Cli {
 enum Cmd {
     /// Build the Debian fixture if needed, then run every workspace test.
     Test(TestArgs),
+    /// The README's main job: install what is missing, build trellis, compose the example
+    /// manifest into build/repo.
+    Quickstart(quickstart::QuickstartArgs),
     /// Benchmarks against the real `ostree`, measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -59,6 +64,7 @@ enum BenchTarget {
     /// `ostree commit` against `trellis commit` (first commit and an unchanged re-commit).
     Commit(CommitBench),
     /// `ostree pull` against `trellis pull` from nginx and `trellis serve` on loopback.
+    Pull(bench_pull::PullBench),
 }
 
 #[derive(Args)]
@@ -100,9 +106,13 @@ impl fmt::Display for Mode {
 fn main() -> Result<ExitCode> {
     match Cli::parse().cmd {
         Cmd::Test(a) => test(&a),
+        Cmd::Quickstart(a) => quickstart::run(&a),
         Cmd::Bench {
             target: BenchTarget::Commit(a),
         } => bench_commit(&a).map(|()| ExitCode::SUCCESS),
+        Cmd::Bench {
+            target: BenchTarget::Pull(a),
+        } => bench_pull::run(&a).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -8,4 +8,5 @@
 pub mod export;
 pub mod import;
 pub mod publish;
+pub mod pull;
 pub mod serve;

@@ -1,16 +1,18 @@
 pub mod admin;
 pub mod checkout;
 pub mod commit;
+pub mod compose;
 pub mod export;
 pub mod import;
 pub mod init;
 pub mod keys;
 pub mod maint;
 pub mod publish;
+pub mod pull;
 pub mod read;
 pub mod refs;
-pub mod serve;
 pub mod remote;
+pub mod serve;
 pub mod summary;
 
 use anyhow::Context;

@@ -5,8 +5,8 @@ mod content;
 mod dirmeta;
 mod dirtree;
 pub mod keyfile;
-mod summary;
 mod names;
+mod summary;
 
 pub use commit::{Commit, META_REF_BINDING, META_VERSION};
 pub use content::{ContentHasher, FileHeader, Xattrs, content_checksum};

@@ -2,6 +2,7 @@
 
 mod content;
 mod objects;
+mod raw;
 mod refs;
 
 pub use content::ContentReader;

@@ -1,0 +1,573 @@
+//! Objects received from elsewhere (a remote, another repository), stored only after they
+//! are verified against the checksum that names them.
+//!
+//! Content arrives in archive form (`.filez`, spec §4.1): the header is parsed, the raw
+//! deflate stream inflated to its exact end and the logical content re-hashed (§3.1). An
+//! archive repository then keeps the received bytes as they are, without recompressing
+//! them; other modes store the inflated payload through [`Repo::write_content`].
+
+use super::content::OSTREEMETA;
+use super::{Repo, RepoMode};
+use crate::checksum::{Checksum, ObjectType};
+use crate::error::{Error, IoContext, Result};
+use crate::format::{ContentHasher, FileHeader};
+use crate::gvariant::{self, Type};
+use crate::xattr::{self, Target};
+use flate2::{Decompress, FlushDecompress, Status};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timestamps};
+use rustix::io::Errno;
+use std::fs::File;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+
+/// Largest `.filez` header accepted (headers hold xattrs, which are small in practice).
+const MAX_FILEZ_HEADER: usize = 16 * 1024 * 1024;
+
+/// Payloads up to this size are inflated once into memory, hashed, then written; larger
+/// ones are inflated twice (verify, then write) so that memory stays bounded.
+const INFLATE_IN_MEMORY: u64 = 8 * 1024 * 1024;
+
+fn corrupt(csum: &Checksum, why: impl Into<String>) -> Error {
+    Error::Corrupt {
+        ty: ObjectType::File,
+        csum: *csum,
+        why: why.into(),
+    }
+}
+
+/// Inflate the raw deflate stream in `input` to its end, handing the payload to `sink`.
+/// The stream must end exactly where the input does and yield exactly `size` bytes.
+fn inflate_exact(
+    csum: &Checksum,
+    input: &mut dyn BufRead,
+    size: u64,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut d = Decompress::new(false);
+    let mut out = vec![0u8; 64 * 1024];
+    loop {
+        let chunk = input
+            .fill_buf()
+            .map_err(|e| corrupt(csum, format!("unreadable compressed payload: {e}")))?;
+        let at_eof = chunk.is_empty();
+        let (in0, out0) = (d.total_in(), d.total_out());
+        let status = d
+            .decompress(chunk, &mut out, FlushDecompress::None)
+            .map_err(|e| corrupt(csum, format!("invalid compressed data: {e}")))?;
+        let consumed = usize::try_from(d.total_in() - in0).unwrap_or(usize::MAX);
+        let produced = usize::try_from(d.total_out() - out0).unwrap_or(usize::MAX);
+        input.consume(consumed);
+        if d.total_out() > size {
+            return Err(corrupt(
+                csum,
+                format!("payload is longer than the {size} bytes its header says"),
+            ));
+        }
+        sink(&out[..produced])?;
+        match status {
+            Status::StreamEnd => break,
+            _ if at_eof && produced == 0 => {
+                return Err(corrupt(
+                    csum,
+                    format!(
+                        "truncated: the compressed payload ends after {} of {size} bytes",
+                        d.total_out()
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let trailing = input
+        .fill_buf()
+        .map_err(|e| corrupt(csum, format!("unreadable compressed payload: {e}")))?;
+    if !trailing.is_empty() {
+        return Err(corrupt(
+            csum,
+            "bytes follow the end of the compressed payload",
+        ));
+    }
+    if d.total_out() != size {
+        return Err(corrupt(
+            csum,
+            format!("payload is {} bytes, its header says {size}", d.total_out()),
+        ));
+    }
+    Ok(())
+}
+
+/// Parse the header at the start of `.filez` bytes: (header, payload size, payload offset).
+fn parse_filez_prefix(csum: &Checksum, data: &[u8]) -> Result<(FileHeader, u64, usize)> {
+    FileHeader::parse_archive_prefix(data).map_err(|source| Error::BadObject {
+        ty: ObjectType::File,
+        csum: *csum,
+        source,
+    })
+}
+
+fn check_hash(csum: &Checksum, hasher: ContentHasher) -> Result<()> {
+    let actual = hasher.finish();
+    if actual != *csum {
+        return Err(corrupt(csum, format!("content hashes to {actual}")));
+    }
+    Ok(())
+}
+
+/// Verify `.filez` bytes against the checksum that names them; returns the header and the
+/// payload size. Nothing is kept of the payload.
+fn verify_filez(csum: &Checksum, data: &[u8]) -> Result<(FileHeader, u64)> {
+    let (header, size, off) = parse_filez_prefix(csum, data)?;
+    let mut hasher = ContentHasher::new(&header);
+    // A symlink has no body: its target is in the header (trailing bytes are ignored, as
+    // ostree ignores them; they are not part of the checksum).
+    if !header.is_symlink() {
+        inflate_exact(csum, &mut &data[off..], size, &mut |b| {
+            hasher.update(b);
+            Ok(())
+        })?;
+    }
+    check_hash(csum, hasher)?;
+    let size = if header.is_symlink() { 0 } else { size };
+    Ok((header, size))
+}
+
+/// Verify `.filez` bytes and return the header with the inflated payload.
+fn inflate_filez(csum: &Checksum, data: &[u8]) -> Result<(FileHeader, Vec<u8>)> {
+    let (header, size, off) = parse_filez_prefix(csum, data)?;
+    let mut hasher = ContentHasher::new(&header);
+    let mut payload = Vec::new();
+    if !header.is_symlink() {
+        // The header's size is untrusted until the stream proves it: reserve a bounded amount.
+        payload.reserve(usize::try_from(size.min(INFLATE_IN_MEMORY)).unwrap_or(0));
+        inflate_exact(csum, &mut &data[off..], size, &mut |b| {
+            hasher.update(b);
+            payload.extend_from_slice(b);
+            Ok(())
+        })?;
+    }
+    check_hash(csum, hasher)?;
+    Ok((header, payload))
+}
+
+/// Read the header of a `.filez` file, leaving `r` at the start of the compressed payload.
+fn read_filez_prefix(csum: &Checksum, r: &mut dyn Read) -> Result<(FileHeader, u64)> {
+    let mut head = [0u8; 8];
+    r.read_exact(&mut head)
+        .map_err(|_| corrupt(csum, "truncated header"))?;
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len > MAX_FILEZ_HEADER {
+        return Err(corrupt(csum, format!("header length {len} is implausible")));
+    }
+    let mut buf = head.to_vec();
+    buf.resize(8 + len, 0);
+    r.read_exact(&mut buf[8..])
+        .map_err(|_| corrupt(csum, "truncated header"))?;
+    let (header, size, _) = parse_filez_prefix(csum, &buf)?;
+    Ok((header, size))
+}
+
+/// A payload stream over inflated `.filez` data (the second pass of large objects).
+fn inflating_reader<R: BufRead>(r: R) -> flate2::bufread::DeflateDecoder<R> {
+    flate2::bufread::DeflateDecoder::new(r)
+}
+
+/// An object being written as an unnamed file (`O_TMPFILE`) in its own `objects/XX/`
+/// directory, named only once complete. Unlike a named file in `tmp/` renamed into place,
+/// concurrent writers do not all take `tmp/`'s directory lock (twice: create, then rename),
+/// which on ext4 serializes them behind inode allocation.
+struct Unnamed {
+    file: File,
+    dest: PathBuf,
+}
+
+impl Unnamed {
+    /// Give the file its name; `false` when another writer named the object first.
+    fn link(self) -> Result<bool> {
+        let named = match rustix::fs::linkat(&self.file, "", CWD, &self.dest, AtFlags::EMPTY_PATH) {
+            // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc's link to the fd does not.
+            Err(Errno::NOENT | Errno::PERM | Errno::ACCESS) => {
+                let proc = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                rustix::fs::linkat(CWD, proc.as_str(), CWD, &self.dest, AtFlags::SYMLINK_FOLLOW)
+            }
+            r => r,
+        };
+        match named {
+            Ok(()) => Ok(true),
+            Err(Errno::EXIST) => Ok(false),
+            Err(e) => Err(e).ctx("link into", &self.dest),
+        }
+    }
+}
+
+fn zero_times() -> Timestamps {
+    let zero = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: zero,
+        last_modification: zero,
+    }
+}
+
+impl Repo {
+    /// A fresh path in the repository's `tmp/`, on the same filesystem as its objects: a
+    /// place to spool a large download before [`Repo::write_filez_file_verified`].
+    pub fn spool_path(&self) -> PathBuf {
+        self.tmp_path()
+    }
+
+    /// An unnamed file in the object's directory; `None` when the filesystem has no
+    /// `O_TMPFILE` (the caller then writes a named file in `tmp/` and renames it).
+    fn unnamed_object(&self, ty: ObjectType, csum: &Checksum) -> Result<Option<Unnamed>> {
+        let dest = self.object_path(ty, csum);
+        let Some(dir) = dest.parent() else {
+            return Ok(None);
+        };
+        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+        for first in [true, false] {
+            match rustix::fs::open(dir, flags, Mode::from_raw_mode(0o644)) {
+                Ok(fd) => {
+                    return Ok(Some(Unnamed {
+                        file: File::from(fd),
+                        dest,
+                    }));
+                }
+                Err(Errno::NOENT) if first => match std::fs::create_dir(dir) {
+                    Err(e) if e.kind() != ErrorKind::AlreadyExists => {
+                        return Err(e).ctx("create directory", dir);
+                    }
+                    _ => {}
+                },
+                Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e).ctx("create a file in", dir),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Write bytes as an object (unnamed then linked, or through `tmp/` and a rename).
+    /// Detached metadata replaces what is there, so it always takes the rename.
+    fn install_bytes(&self, ty: ObjectType, csum: &Checksum, data: &[u8]) -> Result<()> {
+        if ty != ObjectType::CommitMeta
+            && let Some(mut u) = self.unnamed_object(ty, csum)?
+        {
+            u.file.write_all(data).ctx("write", &u.dest)?;
+            return u.link().map(drop);
+        }
+        let tmp = self.tmp_path();
+        let r = File::create(&tmp)
+            .ctx("create", &tmp)
+            .and_then(|mut f| f.write_all(data).ctx("write", &tmp))
+            .and_then(|()| self.install_object(&tmp, ty, csum));
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r
+    }
+
+    /// Store a verified content object's payload in this repository's mode. bare-user
+    /// objects (all regular files: a symlink's target is their content) are written
+    /// unnamed, in the layout `write_content` uses: payload, `user.ostreemeta`, mode
+    /// `(perms & 0775) | 0400` (0644 for symlinks), times 0. Other modes go through
+    /// `write_content`.
+    fn store_payload(
+        &self,
+        csum: &Checksum,
+        h: &FileHeader,
+        payload: &mut dyn Read,
+        size: u64,
+    ) -> Result<bool> {
+        if self.mode != RepoMode::BareUser {
+            return self.write_content(csum, h, payload, size);
+        }
+        let Some(mut u) = self.unnamed_object(ObjectType::File, csum)? else {
+            return self.write_content(csum, h, payload, size);
+        };
+        let disk_mode = if h.is_symlink() {
+            u.file
+                .write_all(h.symlink_target.as_bytes())
+                .ctx("write", &u.dest)?;
+            0o644
+        } else {
+            let n = std::io::copy(&mut payload.take(size), &mut u.file).ctx("write", &u.dest)?;
+            if n != size {
+                return Err(corrupt(
+                    csum,
+                    format!("payload is {n} bytes, its header says {size}"),
+                ));
+            }
+            (h.mode & 0o775) | 0o400
+        };
+        xattr::set(
+            Target::Fd(u.file.as_fd()),
+            OSTREEMETA.as_bytes(),
+            &h.ostreemeta(),
+        )
+        .ctx("set xattr on", &u.dest)?;
+        rustix::fs::fchmod(&u.file, Mode::from_raw_mode(disk_mode)).ctx("chmod", &u.dest)?;
+        rustix::fs::futimens(&u.file, &zero_times()).ctx("set times on", &u.dest)?;
+        u.link()
+    }
+
+    /// Store a metadata object under `csum`, after checking that its bytes hash to it.
+    /// Returns whether it was new.
+    pub fn write_metadata_as(&self, ty: ObjectType, csum: &Checksum, data: &[u8]) -> Result<bool> {
+        if !ty.is_metadata() || ty == ObjectType::CommitMeta {
+            return Err(Error::Invalid(format!(
+                "write_metadata_as: {ty} objects are not named by their hash"
+            )));
+        }
+        let actual = Checksum::of(data);
+        if actual != *csum {
+            return Err(Error::Corrupt {
+                ty,
+                csum: *csum,
+                why: format!("its content hashes to {actual}"),
+            });
+        }
+        if self.has_object(ty, csum)? {
+            return Ok(false);
+        }
+        self.install_bytes(ty, csum, data)?;
+        Ok(true)
+    }
+
+    /// Store a commit's detached metadata as received, replacing what was there. The bytes
+    /// must be an `a{sv}` in normal form.
+    pub fn write_commitmeta_bytes(&self, commit: &Checksum, data: &[u8]) -> Result<()> {
+        let ty = Type::parse("a{sv}").map_err(crate::format::FormatError::from)?;
+        gvariant::from_bytes(&ty, data).map_err(|e| Error::BadObject {
+            ty: ObjectType::CommitMeta,
+            csum: *commit,
+            source: e.into(),
+        })?;
+        self.install_bytes(ObjectType::CommitMeta, commit, data)
+    }
+
+    /// Store `.filez` bytes in an archive repository as they are, without recompressing,
+    /// once they are verified against `csum`. Returns whether the object was new.
+    pub fn write_archive_object_verified(&self, csum: &Checksum, filez: &[u8]) -> Result<bool> {
+        if !self.mode.is_archive() {
+            return Err(Error::Invalid(format!(
+                "{} is a {} repository: .filez bytes are stored as they are only in archive mode",
+                self.path.display(),
+                self.mode
+            )));
+        }
+        if self.has_object(ObjectType::File, csum)? {
+            return Ok(false);
+        }
+        verify_filez(csum, filez)?;
+        self.install_bytes(ObjectType::File, csum, filez)?;
+        Ok(true)
+    }
+
+    /// Store a content object received as `.filez` bytes, in this repository's mode, once it
+    /// is verified against `csum`. Returns whether the object was new.
+    pub fn write_filez_verified(&self, csum: &Checksum, filez: &[u8]) -> Result<bool> {
+        if self.mode.is_archive() {
+            return self.write_archive_object_verified(csum, filez);
+        }
+        if self.has_object(ObjectType::File, csum)? {
+            return Ok(false);
+        }
+        let (_, size, _) = parse_filez_prefix(csum, filez)?;
+        if size <= INFLATE_IN_MEMORY {
+            let (header, payload) = inflate_filez(csum, filez)?;
+            let len = payload.len() as u64;
+            return self.store_payload(csum, &header, &mut payload.as_slice(), len);
+        }
+        let (header, size) = verify_filez(csum, filez)?;
+        let (_, _, off) = parse_filez_prefix(csum, filez)?;
+        let mut payload = inflating_reader(&filez[off..]);
+        self.store_payload(csum, &header, &mut payload, size)
+    }
+
+    /// Like [`Repo::write_filez_verified`] for `.filez` data spooled to `path` (a file in
+    /// this repository's `tmp/`, see [`Repo::spool_path`]). An archive repository takes the
+    /// file itself (renamed into place); otherwise it is removed. Returns whether the object
+    /// was new.
+    pub fn write_filez_file_verified(&self, csum: &Checksum, path: &Path) -> Result<bool> {
+        let r = self.write_filez_file_inner(csum, path);
+        // Taken by a rename on success in archive mode; otherwise the spool is spent.
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != ErrorKind::NotFound && r.is_ok() => Err(e).ctx("remove", path),
+            _ => r,
+        }
+    }
+
+    fn write_filez_file_inner(&self, csum: &Checksum, path: &Path) -> Result<bool> {
+        if self.has_object(ObjectType::File, csum)? {
+            return Ok(false);
+        }
+        let open = || -> Result<BufReader<File>> {
+            Ok(BufReader::with_capacity(
+                256 * 1024,
+                File::open(path).ctx("open", path)?,
+            ))
+        };
+        let mut r = open()?;
+        let (header, size) = read_filez_prefix(csum, &mut r)?;
+        let mut hasher = ContentHasher::new(&header);
+        if !header.is_symlink() {
+            inflate_exact(csum, &mut r, size, &mut |b| {
+                hasher.update(b);
+                Ok(())
+            })?;
+        }
+        check_hash(csum, hasher)?;
+        if self.mode.is_archive() {
+            self.install_object(path, ObjectType::File, csum)?;
+            return Ok(true);
+        }
+        if header.is_symlink() {
+            return self.store_payload(csum, &header, &mut std::io::empty(), 0);
+        }
+        let mut r = open()?;
+        read_filez_prefix(csum, &mut r)?;
+        self.store_payload(csum, &header, &mut inflating_reader(r), size)
+    }
+
+    /// Hardlink an object from another repository of the same mode (a local pull on one
+    /// filesystem). `None` when that is impossible (other mode, other filesystem, or links
+    /// refused) and the caller should copy instead; otherwise whether the object was new.
+    /// The caller verifies the source object first.
+    pub fn link_object_from(
+        &self,
+        src: &Repo,
+        ty: ObjectType,
+        csum: &Checksum,
+    ) -> Result<Option<bool>> {
+        if src.mode != self.mode {
+            return Ok(None);
+        }
+        if self.has_object(ty, csum)? {
+            return Ok(Some(false));
+        }
+        let from = src.object_path(ty, csum);
+        let tmp = self.tmp_path();
+        match std::fs::hard_link(&from, &tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::Missing { ty, csum: *csum });
+            }
+            // EXDEV, EPERM (protected_hardlinks), EMLINK: copy instead.
+            Err(_) => return Ok(None),
+        }
+        self.install_object(&tmp, ty, csum)
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+            .map(|()| Some(true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RepoMode;
+    use crate::format::content_checksum;
+    use flate2::Compression;
+    use flate2::write::DeflateEncoder;
+
+    fn filez(header: &FileHeader, payload: &[u8]) -> Vec<u8> {
+        let mut out = header.archive_prefix(payload.len() as u64);
+        let mut enc = DeflateEncoder::new(Vec::new(), Compression::new(6));
+        enc.write_all(payload).unwrap();
+        out.extend(enc.finish().unwrap());
+        out
+    }
+
+    #[test]
+    fn verifies_and_refuses() {
+        let h = FileHeader::regular(0, 0, 0o644, vec![]);
+        let payload: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let csum = content_checksum(&h, &payload);
+        let good = filez(&h, &payload);
+        assert_eq!(verify_filez(&csum, &good).unwrap().1, payload.len() as u64);
+        assert_eq!(inflate_filez(&csum, &good).unwrap().1, payload);
+
+        let mut truncated = good.clone();
+        truncated.truncate(good.len() - 3);
+        let e = verify_filez(&csum, &truncated).unwrap_err().to_string();
+        assert!(e.contains(&csum.to_hex()) && e.contains("truncated"), "{e}");
+
+        let mut flipped = good.clone();
+        let n = flipped.len();
+        flipped[n / 2] ^= 0x55;
+        assert!(verify_filez(&csum, &flipped).is_err());
+
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(verify_filez(&csum, &trailing).is_err());
+
+        let other = Checksum::of(b"other");
+        let e = verify_filez(&other, &good).unwrap_err().to_string();
+        assert!(e.contains("hashes to"), "{e}");
+
+        let link = FileHeader::symlink(0, 0, "target".into(), vec![]);
+        let lc = content_checksum(&link, b"");
+        assert!(verify_filez(&lc, &link.archive_prefix(0)).is_ok());
+    }
+
+    #[test]
+    fn stores_in_every_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = FileHeader::regular(0, 0, 0o755, vec![]);
+        let payload = b"#!/bin/sh\necho hi\n".repeat(1000);
+        let csum = content_checksum(&h, &payload);
+        let bytes = filez(&h, &payload);
+        for mode in [RepoMode::Archive, RepoMode::BareUser] {
+            let repo = Repo::init(&tmp.path().join(mode.to_string()), mode).unwrap();
+            assert!(
+                repo.write_filez_verified(&Checksum::of(b"x"), &bytes)
+                    .is_err()
+            );
+            assert!(
+                !repo
+                    .has_object(ObjectType::File, &Checksum::of(b"x"))
+                    .unwrap()
+            );
+            assert!(repo.write_filez_verified(&csum, &bytes).unwrap());
+            assert!(!repo.write_filez_verified(&csum, &bytes).unwrap());
+            repo.verify_content(&csum).unwrap();
+            if mode.is_archive() {
+                let stored = std::fs::read(repo.object_path(ObjectType::File, &csum)).unwrap();
+                assert_eq!(stored, bytes, "archive keeps the received bytes");
+            }
+            // The spooled-file path gives the same result and consumes the spool.
+            let repo2 = Repo::init(&tmp.path().join(format!("{mode}-2")), mode).unwrap();
+            let spool = repo2.spool_path();
+            std::fs::write(&spool, &bytes).unwrap();
+            assert!(repo2.write_filez_file_verified(&csum, &spool).unwrap());
+            assert!(!spool.exists());
+            repo2.verify_content(&csum).unwrap();
+        }
+    }
+
+    #[test]
+    fn metadata_must_hash_to_its_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repo::init(tmp.path(), RepoMode::Archive).unwrap();
+        let data = crate::format::DirTree::default().to_bytes();
+        let csum = Checksum::of(&data);
+        assert!(
+            repo.write_metadata_as(ObjectType::DirTree, &Checksum::of(b"no"), &data)
+                .is_err()
+        );
+        assert!(
+            repo.write_metadata_as(ObjectType::DirTree, &csum, &data)
+                .unwrap()
+        );
+        assert!(
+            !repo
+                .write_metadata_as(ObjectType::DirTree, &csum, &data)
+                .unwrap()
+        );
+        assert!(repo.write_commitmeta_bytes(&csum, b"\x01\x02").is_err());
+    }
+}

@@ -1,0 +1,439 @@
+//! The object graph walk (spec §6.3): each target commit (and its parents, to the requested
+//! depth), then breadth-first over dirtrees, fetching whatever is missing with many requests
+//! in flight. Verification and storage run on blocking threads, a few at a time, so that
+//! the runtime keeps the network busy.
+
+use super::MAX_METADATA_SIZE;
+use super::error::{PullError, Result};
+use super::fetch::{Body, Fetcher, Want};
+use super::store::{self, CommitCheck, CommitIn, CommitOut, Scan};
+use super::{ObjectCounts, PullProgress};
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::{FutureExt, future::BoxFuture};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use trellis_store::{Checksum, ObjectType, Repo};
+
+/// A commit to pull.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub commit: Checksum,
+    /// Largest acceptable `.commit` (the summary's commit size, else the metadata cap).
+    pub size_limit: u64,
+    /// The ref it is pulled for (checked against `ostree.ref-binding`).
+    pub binding: Option<String>,
+}
+
+pub(crate) struct Ctx {
+    pub repo: Arc<Repo>,
+    pub fetcher: Arc<Fetcher>,
+    pub check: Arc<CommitCheck>,
+    /// Slots for verification and storage on blocking threads.
+    pub cpu: Arc<Semaphore>,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Parents to pull below each target; negative: all.
+    pub depth: i64,
+}
+
+#[derive(Default)]
+pub(crate) struct WalkOut {
+    pub fetched: ObjectCounts,
+    pub already_present: u64,
+    /// Commits whose trees were walked to completion (their partial markers can go).
+    pub walked: Vec<Checksum>,
+}
+
+enum Job {
+    Commit {
+        csum: Checksum,
+        depth: i64,
+        parent: bool,
+        size_limit: u64,
+        binding: Option<String>,
+    },
+    DirTree(Checksum),
+    DirMeta(Checksum),
+    File(Checksum),
+}
+
+enum Done {
+    Commit {
+        csum: Checksum,
+        depth: i64,
+        /// `None`: a parent the remote does not have.
+        out: Option<CommitOut>,
+        bytes: u64,
+    },
+    Tree {
+        scan: Scan,
+        fetched: bool,
+        bytes: u64,
+    },
+    Object {
+        ty: ObjectType,
+        fetched: bool,
+        bytes: u64,
+    },
+}
+
+/// Run `f` on a blocking thread once a CPU slot is free.
+async fn blocking<T, F>(ctx: &Ctx, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Repo) -> Result<T> + Send + 'static,
+{
+    let permit = ctx
+        .cpu
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| PullError::Internal("the CPU slots were closed".into()))?;
+    let repo = ctx.repo.clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f(&repo)
+    })
+    .await?
+}
+
+fn object_rel(csum: &Checksum, ext: &str) -> String {
+    format!("objects/{}", csum.loose_path(ext))
+}
+
+async fn fetch_required(ctx: &Ctx, ty: ObjectType, csum: &Checksum, max: u64) -> Result<Body> {
+    let ext = ty.extension(true);
+    let rel = object_rel(csum, ext);
+    let what = format!("{ty} object {csum}");
+    let want = Want {
+        rel: &rel,
+        what: &what,
+        max,
+        optional: false,
+        spool: (ty == ObjectType::File).then_some(&*ctx.repo),
+    };
+    ctx.fetcher
+        .get(&want)
+        .await?
+        .ok_or_else(|| PullError::Internal(format!("{what}: a required fetch came back empty")))
+}
+
+async fn run_commit(
+    ctx: Arc<Ctx>,
+    csum: Checksum,
+    depth: i64,
+    parent: bool,
+    size_limit: u64,
+    binding: Option<String>,
+) -> Result<Done> {
+    let meta_rel = object_rel(&csum, "commitmeta");
+    let commit_rel = object_rel(&csum, "commit");
+    let meta_what = format!("commitmeta object {csum}");
+    let commit_what = format!("commit object {csum}");
+    let have = {
+        let c = csum;
+        blocking(&ctx, move |r| Ok(r.has_object(ObjectType::Commit, &c)?)).await?
+    };
+    // Detached metadata is always fetched again: new signatures may have been added.
+    let meta_want = Want {
+        rel: &meta_rel,
+        what: &meta_what,
+        max: MAX_METADATA_SIZE,
+        optional: true,
+        spool: None,
+    };
+    let meta = ctx.fetcher.get(&meta_want);
+    let commit = async {
+        if have {
+            return Ok(None);
+        }
+        ctx.fetcher
+            .get(&Want {
+                rel: &commit_rel,
+                what: &commit_what,
+                max: size_limit,
+                optional: parent,
+                spool: None,
+            })
+            .await
+    };
+    let (meta, commit) = futures::future::join(meta, commit).await;
+    let (meta, commit) = (meta?, commit?);
+    // Never spooled: these requests do not allow it.
+    let as_mem = |b: Option<Body>| match b {
+        Some(Body::Mem(b)) => Some(b),
+        Some(Body::Spooled(_)) | None => None,
+    };
+    let bytes = meta.as_ref().map_or(0, Body::len) + commit.as_ref().map_or(0, Body::len);
+    if !have && commit.is_none() {
+        // A parent the remote does not have is tolerated (spec §6.4).
+        return Ok(Done::Commit {
+            csum,
+            depth,
+            out: None,
+            bytes,
+        });
+    }
+    let (meta, commit) = (as_mem(meta), as_mem(commit));
+    let check = ctx.check.clone();
+    let commit_url = ctx.fetcher.url_of(&commit_rel);
+    let meta_url = ctx.fetcher.url_of(&meta_rel);
+    let out = blocking(&ctx, move |repo| {
+        store::store_commit(
+            repo,
+            &check,
+            CommitIn {
+                csum,
+                commit,
+                commit_url: &commit_url,
+                commitmeta: meta,
+                commitmeta_url: &meta_url,
+                binding: binding.as_deref(),
+            },
+        )
+    })
+    .await?;
+    Ok(Done::Commit {
+        csum,
+        depth,
+        out: Some(out),
+        bytes,
+    })
+}
+
+async fn run_dirtree(ctx: Arc<Ctx>, csum: Checksum) -> Result<Done> {
+    let local = blocking(&ctx, move |repo| {
+        if repo.has_object(ObjectType::DirTree, &csum)? {
+            Ok(Some(store::scan_local_dirtree(repo, &csum)?))
+        } else {
+            Ok(None)
+        }
+    })
+    .await?;
+    if let Some(scan) = local {
+        return Ok(Done::Tree {
+            scan,
+            fetched: false,
+            bytes: 0,
+        });
+    }
+    let body = fetch_required(&ctx, ObjectType::DirTree, &csum, MAX_METADATA_SIZE).await?;
+    let bytes = body.len();
+    let url = ctx
+        .fetcher
+        .url_of(&object_rel(&csum, ObjectType::DirTree.extension(true)));
+    let scan = blocking(&ctx, move |repo| {
+        store::store_dirtree(repo, &csum, body, &url)
+    })
+    .await?;
+    Ok(Done::Tree {
+        scan,
+        fetched: true,
+        bytes,
+    })
+}
+
+async fn run_leaf(ctx: Arc<Ctx>, ty: ObjectType, csum: Checksum) -> Result<Done> {
+    if ty == ObjectType::DirMeta {
+        let have = blocking(&ctx, move |r| Ok(r.has_object(ty, &csum)?)).await?;
+        if have {
+            return Ok(Done::Object {
+                ty,
+                fetched: false,
+                bytes: 0,
+            });
+        }
+    }
+    let max = if ty == ObjectType::File {
+        u64::MAX
+    } else {
+        MAX_METADATA_SIZE
+    };
+    let body = fetch_required(&ctx, ty, &csum, max).await?;
+    let bytes = body.len();
+    let url = ctx.fetcher.url_of(&object_rel(&csum, ty.extension(true)));
+    // Whether the store found it new or not (another pull may have raced us), it was
+    // fetched.
+    blocking(&ctx, move |repo| match ty {
+        ObjectType::File => store::store_content(repo, &csum, body, &url),
+        _ => store::store_dirmeta(repo, &csum, body, &url),
+    })
+    .await?;
+    Ok(Done::Object {
+        ty,
+        fetched: true,
+        bytes,
+    })
+}
+
+fn run(ctx: &Arc<Ctx>, job: Job) -> BoxFuture<'static, Result<Done>> {
+    let ctx = ctx.clone();
+    match job {
+        Job::Commit {
+            csum,
+            depth,
+            parent,
+            size_limit,
+            binding,
+        } => run_commit(ctx, csum, depth, parent, size_limit, binding).boxed(),
+        Job::DirTree(c) => run_dirtree(ctx, c).boxed(),
+        Job::DirMeta(c) => run_leaf(ctx, ObjectType::DirMeta, c).boxed(),
+        Job::File(c) => run_leaf(ctx, ObjectType::File, c).boxed(),
+    }
+}
+
+/// The walk's scheduler state; it lives on one task and hands work to the futures.
+struct Walk<'p> {
+    seen: HashSet<(ObjectType, Checksum)>,
+    /// Jobs queued so far (the progress total).
+    jobs: u64,
+    /// Commits, dirtrees and dirmetas: fetched first, since they reveal more work.
+    meta: VecDeque<Job>,
+    files: VecDeque<Job>,
+    out: WalkOut,
+    progress: &'p dyn PullProgress,
+}
+
+impl Walk<'_> {
+    fn queue(&mut self, ty: ObjectType, job: Job) {
+        let csum = match &job {
+            Job::Commit { csum, .. } => *csum,
+            Job::DirTree(c) | Job::DirMeta(c) | Job::File(c) => *c,
+        };
+        if !self.seen.insert((ty, csum)) {
+            return;
+        }
+        self.jobs += 1;
+        match ty {
+            ObjectType::File => self.files.push_back(job),
+            _ => self.meta.push_back(job),
+        }
+    }
+
+    fn next(&mut self) -> Option<Job> {
+        self.meta.pop_front().or_else(|| self.files.pop_front())
+    }
+
+    fn done(&mut self, done: Done) {
+        let bytes = match done {
+            Done::Commit {
+                csum,
+                depth,
+                out,
+                bytes,
+            } => {
+                if let Some(out) = out {
+                    self.commit_done(csum, depth, out);
+                }
+                bytes
+            }
+            Done::Tree {
+                scan,
+                fetched,
+                bytes,
+            } => {
+                if fetched {
+                    self.out.fetched.dirtree += 1;
+                } else {
+                    self.out.already_present += 1;
+                }
+                // Found present and not queued by this pull: there before it started.
+                for key in scan.present {
+                    if self.seen.insert(key) {
+                        self.out.already_present += 1;
+                    }
+                }
+                for c in scan.missing_files {
+                    self.queue(ObjectType::File, Job::File(c));
+                }
+                for c in scan.missing_dirmetas {
+                    self.queue(ObjectType::DirMeta, Job::DirMeta(c));
+                }
+                for c in scan.subtrees {
+                    self.queue(ObjectType::DirTree, Job::DirTree(c));
+                }
+                bytes
+            }
+            Done::Object { ty, fetched, bytes } => {
+                match (ty, fetched) {
+                    (_, false) => self.out.already_present += 1,
+                    (ObjectType::File, true) => self.out.fetched.file += 1,
+                    (_, true) => self.out.fetched.dirmeta += 1,
+                }
+                bytes
+            }
+        };
+        self.progress.queued(self.jobs);
+        self.progress.fetched(1, bytes);
+    }
+
+    fn commit_done(&mut self, csum: Checksum, depth: i64, out: CommitOut) {
+        self.out.fetched.commit += u64::from(out.wrote_commit);
+        self.out.already_present += u64::from(!out.fetched_commit);
+        self.out.fetched.commitmeta += u64::from(out.wrote_commitmeta);
+        if out.walk_tree {
+            self.out.walked.push(csum);
+            self.queue(ObjectType::DirTree, Job::DirTree(out.commit.root_tree));
+            self.queue(ObjectType::DirMeta, Job::DirMeta(out.commit.root_meta));
+        }
+        if depth != 0
+            && let Some(p) = out.commit.parent
+        {
+            self.queue(
+                ObjectType::Commit,
+                Job::Commit {
+                    csum: p,
+                    depth: if depth > 0 { depth - 1 } else { depth },
+                    parent: true,
+                    size_limit: MAX_METADATA_SIZE,
+                    binding: None,
+                },
+            );
+        }
+    }
+}
+
+/// Pull `targets` (and their parents to `ctx.depth`) into `ctx.repo`. On error, whatever
+/// was stored stays (verified, under no ref) and in-flight requests are dropped.
+pub(crate) async fn walk(
+    ctx: Arc<Ctx>,
+    targets: &[Target],
+    progress: &dyn PullProgress,
+) -> Result<WalkOut> {
+    let mut w = Walk {
+        seen: HashSet::new(),
+        jobs: 0,
+        meta: VecDeque::new(),
+        files: VecDeque::new(),
+        out: WalkOut::default(),
+        progress,
+    };
+    for t in targets {
+        w.queue(
+            ObjectType::Commit,
+            Job::Commit {
+                csum: t.commit,
+                depth: ctx.depth,
+                parent: false,
+                size_limit: t.size_limit,
+                binding: t.binding.clone(),
+            },
+        );
+    }
+    progress.queued(w.jobs);
+    let mut inflight = FuturesUnordered::new();
+    loop {
+        while inflight.len() < ctx.concurrency.max(1) {
+            match w.next() {
+                Some(job) => inflight.push(run(&ctx, job)),
+                None => break,
+            }
+        }
+        match inflight.next().await {
+            Some(done) => w.done(done?),
+            None => break,
+        }
+    }
+    Ok(w.out)
+}
