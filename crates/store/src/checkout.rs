@@ -25,11 +25,11 @@
 use crate::checksum::{Checksum, ObjectType};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{DirMeta, FileHeader, PERMISSION_BITS};
-use crate::repo::{ContentReader, Repo, RepoMode};
+use crate::repo::{ContentReader, Repo, RepoMode, zero_times};
 use crate::tree::{self, TreeEntry};
 use crate::xattr::{self, Target};
 use rayon::prelude::*;
-use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 use std::fs::File;
 use std::io::Write;
@@ -90,17 +90,6 @@ struct Ctx<'a> {
     /// Set after the first EXDEV: the destination is on another filesystem.
     cross_device: AtomicBool,
     counters: Counters,
-}
-
-fn zero_times() -> Timestamps {
-    let zero = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    Timestamps {
-        last_access: zero,
-        last_modification: zero,
-    }
 }
 
 fn rel_join(rel: &Path, name: &str) -> PathBuf {

@@ -1,6 +1,6 @@
 //! Content objects in each repository mode (spec §4).
 
-use super::{Repo, RepoMode};
+use super::{Repo, RepoMode, zero_times};
 use crate::checksum::{Checksum, ObjectType};
 use crate::error::{Error, IoContext, Result};
 use crate::format::FileHeader;
@@ -8,7 +8,7 @@ use crate::xattr::{self, Target};
 use flate2::Compression;
 use flate2::read::DeflateDecoder;
 use flate2::{Compress, FlushCompress, Status};
-use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, Timestamps, Uid};
+use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, Uid};
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read, Write};
@@ -35,17 +35,6 @@ impl Read for ContentReader {
             ContentReader::Plain(r) => r.read(buf),
             ContentReader::Deflate(r) => r.read(buf),
         }
-    }
-}
-
-fn zero_times() -> Timestamps {
-    let zero = rustix::fs::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    Timestamps {
-        last_access: zero,
-        last_modification: zero,
     }
 }
 

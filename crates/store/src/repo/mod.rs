@@ -74,6 +74,19 @@ pub struct Repo {
     zlib_level: u32,
 }
 
+/// Access and modification times of 0: OSTree stores and checks out every file with
+/// mtime 0, since times are not part of an object.
+pub(crate) fn zero_times() -> rustix::fs::Timestamps {
+    let zero = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::fs::Timestamps {
+        last_access: zero,
+        last_modification: zero,
+    }
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A held lock on the repository's `.lock` file; released on drop.

@@ -7,14 +7,14 @@
 //! them; other modes store the inflated payload through [`Repo::write_content`].
 
 use super::content::OSTREEMETA;
-use super::{Repo, RepoMode};
+use super::{Repo, RepoMode, zero_times};
 use crate::checksum::{Checksum, ObjectType};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{ContentHasher, FileHeader};
 use crate::gvariant::{self, Type};
 use crate::xattr::{self, Target};
 use flate2::{Decompress, FlushDecompress, Status};
-use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timestamps};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 use rustix::io::Errno;
 use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -197,17 +197,6 @@ impl Unnamed {
             Err(Errno::EXIST) => Ok(false),
             Err(e) => Err(e).ctx("link into", &self.dest),
         }
-    }
-}
-
-fn zero_times() -> Timestamps {
-    let zero = rustix::fs::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    Timestamps {
-        last_access: zero,
-        last_modification: zero,
     }
 }
 
