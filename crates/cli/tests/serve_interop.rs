@@ -55,6 +55,19 @@ impl Served {
         self.log.lock().expect("log lock").clone()
     }
 
+    /// The access log once a line containing `needle` has arrived (it is read from the
+    /// server's stderr by another thread, so it may lag the response), or after 10 s.
+    fn wait_for_log(&self, needle: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.iter().any(|l| l.contains(needle)) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then the server must exit by itself, successfully.
     fn stop(mut self) {
         run_ok(
@@ -223,7 +236,7 @@ fn ostree_pulls_a_trellis_repo_without_summary() {
     assert_fsck_clean(&deep);
     assert_checkout_matches(&deep, &c1, &tree, &tmp.path().join("co-first"));
 
-    let log = server.log();
+    let log = server.wait_for_log("\"GET /refs/heads/main HTTP/1.1\" 200 65");
     assert!(
         log.iter()
             .any(|l| l.contains("\"GET /refs/heads/main HTTP/1.1\" 200 65")),
@@ -314,7 +327,7 @@ fn ostree_pulls_an_ostree_repo_with_summary() {
     assert_fsck_clean(&mirror);
 
     let refs_on_the_wire = server
-        .log()
+        .wait_for_log("\"GET /config HTTP/1.1\" 200")
         .into_iter()
         .filter(|l| l.contains("/refs/heads/"))
         .count();
@@ -418,7 +431,7 @@ fn serve_refuses_non_archive_repos_and_serves_extra_dirs() {
     }
     assert!(
         server
-            .log()
+            .wait_for_log("\"GET /ext/a.raw HTTP/1.1\" 200 15")
             .iter()
             .any(|l| l.contains("\"GET /ext/a.raw HTTP/1.1\" 200 15"))
     );
