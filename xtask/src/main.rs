@@ -3,11 +3,14 @@
 //! - `cargo xtask test`: make sure the Debian minbase fixture exists
 //!   (`scripts/debian-fixture.sh`), then run every workspace test with `TRELLIS_DEBIAN_ROOTFS`
 //!   pointing at it (cargo-nextest when installed, else `cargo test`).
+//! - `cargo xtask e2e`: compose, image, boot in QEMU, upgrade, roll back, fall back and
+//!   survive faults (see `e2e`).
 //! - `cargo xtask bench commit`: `ostree commit` against `trellis commit`, measured side by side
 //!   in the same run: wall time and peak RSS of each child, and ratios.
 
 mod bench_pull;
 mod deps;
+mod e2e;
 mod quickstart;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -43,8 +46,11 @@ enum Cmd {
     /// Build the Debian fixture if needed, then run every workspace test.
     Test(TestArgs),
     /// The README's main job: install what is missing, build trellis, compose the example
-    /// manifest into build/repo.
+    /// manifest into build/repo and make the bootable disk image build/disk.qcow2.
     Quickstart(quickstart::QuickstartArgs),
+    /// The end-to-end run in QEMU: compose the example, make a disk image, boot it, upgrade,
+    /// roll back, fall back from a deployment that cannot boot, and survive faults.
+    E2e(e2e::E2eArgs),
     /// Benchmarks against the real `ostree`, measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -107,6 +113,7 @@ fn main() -> Result<ExitCode> {
     match Cli::parse().cmd {
         Cmd::Test(a) => test(&a),
         Cmd::Quickstart(a) => quickstart::run(&a),
+        Cmd::E2e(a) => e2e::run(&a),
         Cmd::Bench {
             target: BenchTarget::Commit(a),
         } => bench_commit(&a).map(|()| ExitCode::SUCCESS),

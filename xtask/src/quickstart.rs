@@ -1,21 +1,28 @@
 //! `cargo xtask quickstart`: the README's main job on a fresh Debian 12 machine. Installs
-//! the Debian packages that are missing, builds trellis, creates the repository if needed and
-//! composes the example manifest into it.
+//! the Debian packages that are missing, builds trellis, and runs `trellis build` on the
+//! example manifest: compose into build/repo, then a bootable disk image build/disk.qcow2.
 
 use crate::{cargo, deps, run_status, show, target_dir, workspace_root};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 #[derive(Args)]
 pub struct QuickstartArgs {
-    /// The manifest to compose.
+    /// The manifest to build.
     #[arg(long, default_value = "examples/minimal.toml")]
     manifest: PathBuf,
     /// The repository to compose into (created as an archive repository if missing).
     #[arg(long, default_value = "build/repo")]
     repo: PathBuf,
+    /// The disk image to write (qcow2).
+    #[arg(long, default_value = "build/disk.qcow2")]
+    image: PathBuf,
+    /// The remote the image upgrades from. The default is `trellis serve` on this machine
+    /// as a QEMU guest with user-mode networking sees it.
+    #[arg(long, default_value = "http://10.0.2.2:8080")]
+    remote_url: String,
 }
 
 pub fn run(a: &QuickstartArgs) -> Result<ExitCode> {
@@ -32,37 +39,39 @@ pub fn run(a: &QuickstartArgs) -> Result<ExitCode> {
     }
     let trellis = target_dir(&root).join("release/trellis");
     let repo = root.join(&a.repo);
-    let manifest = root.join(&a.manifest);
-    if !repo.join("objects").is_dir() {
-        let mut init = Command::new(&trellis);
-        init.arg("init")
-            .arg("--repo")
-            .arg(&repo)
-            .args(["--mode", "archive"]);
-        eprintln!("xtask: {}", show(&init));
-        if !run_status(&mut init)?.success() {
-            bail!("{} failed", show(&init));
-        }
+    let image = root.join(&a.image);
+    // `trellis image` writes into an existing directory; a fresh checkout has no build/.
+    if let Some(dir) = image.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut compose = Command::new(&trellis);
-    compose
-        .arg("compose")
-        .arg(&manifest)
+    let mut build = Command::new(&trellis);
+    build
+        .arg("build")
+        .arg(root.join(&a.manifest))
         .arg("--repo")
-        .arg(&repo);
-    eprintln!("xtask: {}", show(&compose));
-    let status = run_status(&mut compose)?;
+        .arg(&repo)
+        .arg("-o")
+        .arg(&image)
+        .args(["--format", "qcow2", "--remote-url", &a.remote_url]);
+    eprintln!("xtask: {}", show(&build));
+    let status = run_status(&mut build)?;
     if !status.success() {
-        bail!("{} failed ({status})", show(&compose));
+        bail!("{} failed ({status})", show(&build));
     }
+    let t = trellis.display();
     eprintln!(
-        "\nxtask: composed {} into {}.\n  history:   {} log --repo {} debian/bookworm/amd64\n  serve it:  {} serve --repo {}",
-        a.manifest.display(),
-        a.repo.display(),
-        trellis.display(),
-        repo.display(),
-        trellis.display(),
-        repo.display()
+        "\nxtask: built {image} from {manifest} (history in {repo}).\n  \
+         history:  {t} log --repo {repo} debian/bookworm/amd64\n  \
+         serve it: {t} serve --repo {repo}   # the image's remote, {url}\n  \
+         boot it:  cp /usr/share/OVMF/OVMF_VARS_4M.fd build/vars.fd; \
+         qemu-system-x86_64 -m 1536 -machine q35 -nographic \
+         -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+         -drive if=pflash,format=raw,file=build/vars.fd -drive if=virtio,file={image} \
+         -nic user,model=virtio-net-pci",
+        image = a.image.display(),
+        manifest = a.manifest.display(),
+        repo = a.repo.display(),
+        url = a.remote_url,
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -32,6 +32,8 @@ enum Command {
     Init(cmd::init::Args),
     Commit(cmd::commit::Args),
     Compose(cmd::compose::Args),
+    Image(cmd::image::Args),
+    Build(cmd::build::Args),
     Log(cmd::read::LogArgs),
     Show(cmd::read::ShowArgs),
     Ls(cmd::read::LsArgs),
@@ -51,8 +53,10 @@ enum Command {
     Publish(cmd::publish::Args),
     Summary(cmd::summary::Args),
     Admin(cmd::admin::Args),
+    PrepareRoot(cmd::prepare_root::Args),
     Keygen(cmd::keys::KeygenArgs),
     Sign(cmd::keys::SignArgs),
+    Sysext(cmd::sysext::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,8 @@ fn main() -> ExitCode {
         Command::Init(a) => cmd::init::run(a),
         Command::Commit(a) => cmd::commit::run(a),
         Command::Compose(a) => cmd::compose::run(a),
+        Command::Image(a) => cmd::image::run(a),
+        Command::Build(a) => cmd::build::run(a),
         Command::Log(a) => cmd::read::log(a),
         Command::Show(a) => cmd::read::show(a),
         Command::Ls(a) => cmd::read::ls(a),
@@ -80,8 +86,10 @@ fn main() -> ExitCode {
         Command::Publish(a) => cmd::publish::run(a),
         Command::Summary(a) => cmd::summary::run(a),
         Command::Admin(a) => cmd::admin::run(a),
+        Command::PrepareRoot(a) => cmd::prepare_root::run(a),
         Command::Keygen(a) => cmd::keys::keygen(a),
         Command::Sign(a) => cmd::keys::sign(a),
+        Command::Sysext(a) => cmd::sysext::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,6 @@
 //! What the manifest asks for beyond packages, done inside the bootstrapped tree: host
 //! name, overlay files, the user, kernel arguments, the trellis binary and its initramfs
-//! integration, the hooks, then the units to enable.
+//! integration and systemd units, the hooks, then the units to enable.
 
 use crate::chroot::Chroot;
 use crate::error::{ComposeError, IoContext, Result};
@@ -43,6 +43,7 @@ pub fn customize(
     }
     install_trellis(chroot, trellis_binary)?;
     crate::initramfs::install_integration(tree)?;
+    crate::units::install(tree)?;
     for h in &m.hooks {
         log(&format!("hook {:?}", h.name));
         hook(chroot, h).map_err(|e| match e {
@@ -50,13 +51,11 @@ pub fn customize(
             e => e,
         })?;
     }
-    if !m.system.units.is_empty() {
-        log(&format!("enable {}", m.system.units.join(" ")));
-        chroot
-            .tool("systemctl")
-            .arg("enable")
-            .args(&m.system.units)
-            .run()?;
+    let mut units = crate::units::to_enable(tree, m)?;
+    units.extend(m.system.units.iter().cloned());
+    if !units.is_empty() {
+        log(&format!("enable {}", units.join(" ")));
+        chroot.tool("systemctl").arg("enable").args(&units).run()?;
     }
     fsutil::remove(&tree.join(POLICY_RC_D))?;
     Ok(())

@@ -145,6 +145,23 @@ fn existing_entries(dir: &Path) -> Result<Existing> {
     Ok(out)
 }
 
+/// Whether any of our entries on the ESP boots through boot version `b`'s bootlinks
+/// (`ostree=/ostree/boot.B/…`). An ESP whose entries cannot be read names none.
+pub(crate) fn names_bootversion(esp: &EspConfig, b: u32) -> bool {
+    let dir = esp.dir.join("loader/entries");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return false;
+    };
+    let needle = format!("ostree=/ostree/boot.{b}/");
+    rd.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("trellis-"))
+        })
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&needle)))
+}
+
 fn copy_file(src: &Path, dest: &Path) -> Result<()> {
     let mut input = std::fs::File::open(src).ctx("open", src)?;
     let mut out = std::fs::File::create(dest).ctx("create", dest)?;

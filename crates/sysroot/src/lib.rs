@@ -6,7 +6,9 @@
 //! ([`deploy`], with the `/etc` three-way merge of [`etc_merge`]), writes the boot entries
 //! ([`bootconfig`], and systemd-boot entries with boot counting on an ESP in [`esp`]),
 //! reads it back ([`status`]), stages deployments to be finalized at shutdown
-//! ([`stage`]), rolls back ([`rollback`]) and cleans up ([`cleanup`]).
+//! ([`stage`]), upgrades from a deployment's origin ([`upgrade`]), rolls back
+//! ([`rollback`]) and cleans up ([`cleanup`]). [`prepare_root`] runs in the initramfs and
+//! makes the booted deployment the root.
 //!
 //! Every change takes the sysroot lock (`ostree/lock`, ostree's own) and ends with one
 //! atomic switch of the boot configuration ([`write`]). Nothing here prints.
@@ -23,12 +25,14 @@ pub mod kargs;
 pub mod kernel;
 pub mod layout;
 pub mod origin;
+pub mod prepare_root;
 pub mod rollback;
 pub mod space;
 pub mod stage;
 pub mod staged_state;
 pub mod status;
 pub mod sysroot;
+pub mod upgrade;
 pub mod write;
 
 pub use deploy::{DeployOptions, DeployOutcome, deploy};

@@ -170,6 +170,15 @@ pub fn write_deployments(
             .any(|(a, b)| !same_bootconfig(a, b));
     let (b, s) = if requires_new {
         let b = 1 - state.bootversion.min(1);
+        // The ESP may still name the other boot version's bootlinks, if an earlier write
+        // was interrupted before its ESP sync: they are about to be replaced, so point the
+        // ESP at the current ones first.
+        if !current.is_empty() && sr.esp().is_some_and(|e| esp::names_bootversion(e, b)) {
+            sync_esp(sr, &current, state.bootversion).map_err(|e| Error::EspSync {
+                esp: sr.esp().map(|c| c.dir.clone()).unwrap_or_default(),
+                source: Box::new(e),
+            })?;
+        }
         let described = describe(sr, &list)?;
         for (d, (layout, _)) in list.iter().zip(&described) {
             bootconfig::install_kernel(sr.path(), d, layout)?;

@@ -23,57 +23,76 @@ use trellis_store::Checksum;
 /// runs (--cache). The manifest format is described in docs/manifest.md.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The manifest (TOML).
-    #[arg(value_name = "MANIFEST")]
-    manifest: PathBuf,
     #[command(flatten)]
-    repo: RepoArg,
-    /// Keep the converted tree in DIR (which must not exist, or be empty) for inspection.
-    #[arg(long, value_name = "DIR")]
-    keep_rootfs: Option<PathBuf>,
-    /// Where downloaded .deb files are kept between runs [default:
-    /// /var/cache/trellis/debs for root, else $XDG_CACHE_HOME/trellis/debs].
-    #[arg(long, value_name = "DIR")]
-    cache: Option<PathBuf>,
-    /// Show the output of mmdebstrap and of each step.
-    #[arg(long, short)]
-    verbose: bool,
+    pub input: ComposeInput,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
 }
 
+/// What a compose takes (`trellis compose` and `trellis build`).
+#[derive(clap::Args)]
+pub struct ComposeInput {
+    /// The manifest (TOML).
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: PathBuf,
+    #[command(flatten)]
+    pub repo: RepoArg,
+    /// Keep the converted tree in DIR (which must not exist, or be empty) for inspection.
+    #[arg(long, value_name = "DIR")]
+    pub keep_rootfs: Option<PathBuf>,
+    /// Where downloaded .deb files are kept between runs [default:
+    /// /var/cache/trellis/debs for root, else $XDG_CACHE_HOME/trellis/debs].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Show the output of mmdebstrap and of each step.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let manifest = Manifest::load(&a.manifest)?;
-    let mut repo = super::open_repo(&a.repo)?;
-    let opts = ComposeOptions {
-        cache_dir: a.cache.clone().unwrap_or_else(rootfs::default_cache_dir),
-        keep_rootfs: a.keep_rootfs.clone(),
-        trellis_binary: std::env::current_exe()
-            .context("finding the trellis binary to install into the tree")?,
-        timestamp: None,
-    };
-    let progress = Progress {
-        verbose: a.verbose,
-        bar: Bar::new("commit"),
-        current: Mutex::new(None),
-    };
-    let out = trellis_compose::compose(&mut repo, &manifest, &opts, &progress);
-    progress.end_phase();
-    progress.bar.finish();
-    let out = out.with_context(|| {
-        format!(
-            "composing {} into {}",
-            a.manifest.display(),
-            a.repo.repo.display()
-        )
-    })?;
+    let out = compose_manifest(&a.input)?;
     if a.json {
         print_json(&to_json(&out))?;
     } else {
         print_text(&out);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `trellis compose` does before printing (`trellis build` runs it too).
+pub(crate) fn compose_manifest(input: &ComposeInput) -> anyhow::Result<ComposeOutcome> {
+    let ComposeInput {
+        manifest: manifest_path,
+        repo: repo_arg,
+        keep_rootfs,
+        cache,
+        verbose,
+    } = input;
+    let manifest = Manifest::load(manifest_path)?;
+    let mut repo = super::open_repo(repo_arg)?;
+    let opts = ComposeOptions {
+        cache_dir: cache.clone().unwrap_or_else(rootfs::default_cache_dir),
+        keep_rootfs: keep_rootfs.clone(),
+        trellis_binary: std::env::current_exe()
+            .context("finding the trellis binary to install into the tree")?,
+        timestamp: None,
+    };
+    let progress = Progress {
+        verbose: *verbose,
+        bar: Bar::new("commit"),
+        current: Mutex::new(None),
+    };
+    let out = trellis_compose::compose(&mut repo, &manifest, &opts, &progress);
+    progress.end_phase();
+    progress.bar.finish();
+    out.with_context(|| {
+        format!(
+            "composing {} into {}",
+            manifest_path.display(),
+            repo_arg.repo.display()
+        )
+    })
 }
 
 struct Progress {
@@ -121,7 +140,7 @@ fn hex(c: &Option<Checksum>) -> Option<String> {
     c.as_ref().map(Checksum::to_hex)
 }
 
-fn to_json(o: &ComposeOutcome) -> serde_json::Value {
+pub(crate) fn to_json(o: &ComposeOutcome) -> serde_json::Value {
     serde_json::json!({
         "ref": o.ref_name,
         "commit": o.commit.to_hex(),
@@ -143,7 +162,7 @@ fn to_json(o: &ComposeOutcome) -> serde_json::Value {
     })
 }
 
-fn print_text(o: &ComposeOutcome) {
+pub(crate) fn print_text(o: &ComposeOutcome) {
     let parent = match (&o.parent, &o.parent_from_remote) {
         (Some(p), Some(r)) => format!("{p} (tip of remote {r})"),
         (Some(p), None) => p.to_hex(),

@@ -1,12 +1,15 @@
 pub mod admin;
+pub mod build;
 pub mod checkout;
 pub mod commit;
 pub mod compose;
 pub mod export;
+pub mod image;
 pub mod import;
 pub mod init;
 pub mod keys;
 pub mod maint;
+pub mod prepare_root;
 pub mod publish;
 pub mod pull;
 pub mod read;
@@ -14,6 +17,7 @@ pub mod refs;
 pub mod remote;
 pub mod serve;
 pub mod summary;
+pub mod sysext;
 
 use anyhow::Context;
 use trellis_store::Repo;

@@ -104,7 +104,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Only URLs a pull can use: http(s) with a host, or file with an absolute path.
-fn validate_url(s: &str) -> anyhow::Result<()> {
+pub(crate) fn validate_url(s: &str) -> anyhow::Result<()> {
     let u = url::Url::parse(s).with_context(|| {
         format!("invalid remote URL {s:?}: expected http://HOST/…, https://HOST/… or file:///PATH")
     })?;

@@ -10,8 +10,9 @@
 //! 3. keeps the dpkg database under /usr ([`DPKG_DB`]) so that what is installed is part of
 //!    the commit, and points /var/lib/dpkg at it;
 //! 4. moves home, mnt, opt, srv and root under /var (with symlinks), /usr/local to
-//!    var/usrlocal, makes media a link to run/media, and adds /sysroot and
-//!    `/ostree -> sysroot/ostree`;
+//!    var/usrlocal, makes media a link to run/media, and adds /sysroot,
+//!    `/ostree -> sysroot/ostree` and `/efi -> sysroot/efi` (a booted system mounts its
+//!    ESP at /sysroot/efi; systemd-bless-boot and bootctl look for it at /efi);
 //! 5. turns everything left in /var into systemd-tmpfiles entries ([`var`]), so that the
 //!    commit's /var is empty and a deployment's /var is filled on first boot.
 //!
@@ -82,6 +83,8 @@ pub fn convert(tree: &Path) -> Result<ConvertReport> {
     fsutil::symlink("run/media", &tree.join("media"))?;
     fsutil::ensure_dir(&tree.join("sysroot"), 0o755)?;
     fsutil::symlink("sysroot/ostree", &tree.join("ostree"))?;
+    fsutil::remove(&tree.join("efi"))?;
+    fsutil::symlink("sysroot/efi", &tree.join("efi"))?;
     var::to_tmpfiles(tree, &mut report)?;
     Ok(report)
 }

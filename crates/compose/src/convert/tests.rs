@@ -218,6 +218,7 @@ fn converts_a_fake_tree_item_by_item() {
     assert_eq!(read_link(root, "usr/local"), Path::new("../var/usrlocal"));
     assert_eq!(read_link(root, "media"), Path::new("run/media"));
     assert_eq!(read_link(root, "ostree"), Path::new("sysroot/ostree"));
+    assert_eq!(read_link(root, "efi"), Path::new("sysroot/efi"));
     let sysroot = fs::metadata(root.join("sysroot")).unwrap();
     assert!(sysroot.is_dir() && fs::read_dir(root.join("sysroot")).unwrap().next().is_none());
 

@@ -102,6 +102,13 @@ pub struct RemoteSpec {
     pub public_key: Option<String>,
 }
 
+/// Upgrades on the device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Upgrades {
+    /// Enable trellis-upgrade.timer: download and stage updates daily.
+    pub automatic: bool,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scheme {
@@ -140,6 +147,7 @@ pub struct Manifest {
     pub remote: Option<RemoteSpec>,
     /// Absolute path of the ed25519 secret key to sign commits with.
     pub signing_key: Option<PathBuf>,
+    pub upgrades: Upgrades,
     pub version: VersionScheme,
     pub hooks: Vec<Hook>,
     /// Line of each package name as written in `debian.packages`.
@@ -287,6 +295,9 @@ impl Validator<'_> {
             .signing
             .map(|s| self.relative_path(&s.key, "signing.key", false))
             .transpose()?;
+        let upgrades = Upgrades {
+            automatic: raw.upgrades.and_then(|u| u.automatic).unwrap_or(false),
+        };
         let version = VersionScheme {
             scheme: raw.version.scheme,
             prefix: match raw.version.prefix {
@@ -328,6 +339,7 @@ impl Validator<'_> {
             user,
             remote,
             signing_key,
+            upgrades,
             version,
             hooks,
             package_lines,

@@ -16,6 +16,7 @@ pub struct Raw {
     pub user: Option<RawUser>,
     pub remote: Option<RawRemote>,
     pub signing: Option<RawSigning>,
+    pub upgrades: Option<RawUpgrades>,
     #[serde(default)]
     pub version: RawVersion,
     #[serde(default)]
@@ -73,6 +74,12 @@ pub struct RawRemote {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSigning {
     pub key: S,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawUpgrades {
+    pub automatic: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]

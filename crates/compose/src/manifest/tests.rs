@@ -263,3 +263,16 @@ fn example_manifest_is_valid() {
     assert!(m.package_names().any(|p| p == "systemd"));
     assert!(m.system.overlay.as_ref().is_some_and(|o| o.is_dir()));
 }
+
+#[test]
+fn automatic_upgrades_are_off_unless_asked_for() {
+    assert!(!parse(GOOD).unwrap().upgrades.automatic);
+    let on = parse(&format!("{GOOD}\n[upgrades]\nautomatic = true\n")).unwrap();
+    assert!(on.upgrades.automatic);
+    let text = format!("{GOOD}\n[upgrades]\nautomatic = \"daily\"\n");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("upgrades.automatic"));
+    assert_eq!(e.line, Some(line_of_text(&text, "automatic =")));
+    let e = parse(&format!("{GOOD}\n[upgrades]\nautomatik = true\n")).unwrap_err();
+    assert!(e.message.contains("unknown field `automatik`"), "{e}");
+}

@@ -42,6 +42,11 @@ impl Repo {
     /// Store a content object whose checksum the caller computed (and will have verified).
     /// `payload` yields exactly `size` bytes for a regular file; it is not read for symlinks.
     /// Returns whether the object was new.
+    ///
+    /// Objects that are regular files on disk are written unnamed (`O_TMPFILE`) in their
+    /// `objects/XX/` directory and linked there once complete: one directory entry instead
+    /// of a create and a rename through `tmp/`, whose directory lock every writer would
+    /// share. Without `O_TMPFILE`, and for bare symlinks, the named file in `tmp/` is used.
     pub fn write_content(
         &self,
         csum: &Checksum,
@@ -51,6 +56,12 @@ impl Repo {
     ) -> Result<bool> {
         if self.has_object(ObjectType::File, csum)? {
             return Ok(false);
+        }
+        let bare_symlink =
+            header.is_symlink() && matches!(self.mode, RepoMode::Bare | RepoMode::BareUserOnly);
+        if !bare_symlink && let Some(mut u) = self.unnamed_object(ObjectType::File, csum)? {
+            self.fill_content_file(&mut u.file, &u.dest, header, payload, size)?;
+            return u.link();
         }
         let tmp = self.tmp_path();
         let r = self
@@ -69,64 +80,78 @@ impl Repo {
         payload: &mut dyn Read,
         size: u64,
     ) -> Result<()> {
+        if h.is_symlink() && matches!(self.mode, RepoMode::Bare | RepoMode::BareUserOnly) {
+            if self.mode == RepoMode::BareUserOnly {
+                require_canonical_owner(h)?;
+            }
+            rustix::fs::symlinkat(h.symlink_target.as_str(), CWD, tmp)
+                .ctx("create symlink", tmp)?;
+            if self.mode == RepoMode::Bare {
+                rustix::fs::chownat(
+                    CWD,
+                    tmp,
+                    Some(Uid::from_raw(h.uid)),
+                    Some(Gid::from_raw(h.gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .ctx("chown", tmp)?;
+                for (n, v) in &h.xattrs {
+                    xattr::set::<File>(Target::NoFollow(tmp), n, v).ctx("set xattr on", tmp)?;
+                }
+            }
+            rustix::fs::utimensat(CWD, tmp, &zero_times(), AtFlags::SYMLINK_NOFOLLOW)
+                .ctx("set times on", tmp)?;
+            return Ok(());
+        }
+        let mut f = File::create(tmp).ctx("create", tmp)?;
+        self.fill_content_file(&mut f, tmp, h, payload, size)
+    }
+
+    /// Write a content object that is a regular file on disk into `f` (`path` names it in
+    /// errors), in this repository's layout: the archive form, a bare file with its owner,
+    /// mode and xattrs, or a bare-user file (a symlink's target as its content, NUL-ended
+    /// as ostree writes it) with `user.ostreemeta`. Times are 0 everywhere but archive.
+    fn fill_content_file(
+        &self,
+        f: &mut File,
+        path: &Path,
+        h: &FileHeader,
+        payload: &mut dyn Read,
+        size: u64,
+    ) -> Result<()> {
         let symlink = h.is_symlink();
         let perms = h.mode & 0o7777;
         match self.mode {
             RepoMode::Archive => {
-                let mut f = File::create(tmp).ctx("create", tmp)?;
                 f.write_all(&h.archive_prefix(if symlink { 0 } else { size }))
-                    .ctx("write", tmp)?;
+                    .ctx("write", path)?;
                 if !symlink {
-                    deflate_exact(self.zlib_level, payload, &mut f, size, tmp)?;
+                    deflate_exact(self.zlib_level, payload, f, size, path)?;
                 }
-            }
-            RepoMode::Bare | RepoMode::BareUserOnly if symlink => {
-                if self.mode == RepoMode::BareUserOnly {
-                    require_canonical_owner(h)?;
-                }
-                rustix::fs::symlinkat(h.symlink_target.as_str(), CWD, tmp)
-                    .ctx("create symlink", tmp)?;
-                if self.mode == RepoMode::Bare {
-                    rustix::fs::chownat(
-                        CWD,
-                        tmp,
-                        Some(Uid::from_raw(h.uid)),
-                        Some(Gid::from_raw(h.gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .ctx("chown", tmp)?;
-                    for (n, v) in &h.xattrs {
-                        xattr::set::<File>(Target::NoFollow(tmp), n, v).ctx("set xattr on", tmp)?;
-                    }
-                }
-                rustix::fs::utimensat(CWD, tmp, &zero_times(), AtFlags::SYMLINK_NOFOLLOW)
-                    .ctx("set times on", tmp)?;
             }
             RepoMode::Bare | RepoMode::BareUserOnly => {
-                let mut f = File::create(tmp).ctx("create", tmp)?;
-                copy_exact(payload, &mut f, size, tmp)?;
+                copy_exact(payload, f, size, path)?;
                 if self.mode == RepoMode::Bare {
                     // chown first: it clears setuid/setgid, which fchmod then sets.
-                    rustix::fs::fchown(&f, Some(Uid::from_raw(h.uid)), Some(Gid::from_raw(h.gid)))
-                        .ctx("chown", tmp)?;
+                    rustix::fs::fchown(&*f, Some(Uid::from_raw(h.uid)), Some(Gid::from_raw(h.gid)))
+                        .ctx("chown", path)?;
                     for (n, v) in &h.xattrs {
-                        xattr::set(Target::Fd(f.as_fd()), n, v).ctx("set xattr on", tmp)?;
+                        xattr::set(Target::Fd(f.as_fd()), n, v).ctx("set xattr on", path)?;
                     }
                 } else {
                     require_canonical_owner(h)?;
                 }
-                rustix::fs::fchmod(&f, Mode::from_raw_mode(perms)).ctx("chmod", tmp)?;
-                rustix::fs::futimens(&f, &zero_times()).ctx("set times on", tmp)?;
+                rustix::fs::fchmod(&*f, Mode::from_raw_mode(perms)).ctx("chmod", path)?;
+                rustix::fs::futimens(&*f, &zero_times()).ctx("set times on", path)?;
             }
             RepoMode::BareUser => {
-                let mut f = File::create(tmp).ctx("create", tmp)?;
                 let disk_mode = if symlink {
-                    // ostree stores the target NUL-terminated; match it byte for byte.
-                    f.write_all(h.symlink_target.as_bytes()).ctx("write", tmp)?;
-                    f.write_all(&[0]).ctx("write", tmp)?;
+                    f.write_all(h.symlink_target.as_bytes())
+                        .ctx("write", path)?;
+                    f.write_all(&[0]).ctx("write", path)?;
                     0o644
                 } else {
-                    copy_exact(payload, &mut f, size, tmp)?;
+                    copy_exact(payload, f, size, path)?;
                     (perms & 0o775) | 0o400
                 };
                 xattr::set(
@@ -134,9 +159,9 @@ impl Repo {
                     OSTREEMETA.as_bytes(),
                     &h.ostreemeta(),
                 )
-                .ctx("set xattr on", tmp)?;
-                rustix::fs::fchmod(&f, Mode::from_raw_mode(disk_mode)).ctx("chmod", tmp)?;
-                rustix::fs::futimens(&f, &zero_times()).ctx("set times on", tmp)?;
+                .ctx("set xattr on", path)?;
+                rustix::fs::fchmod(&*f, Mode::from_raw_mode(disk_mode)).ctx("chmod", path)?;
+                rustix::fs::futimens(&*f, &zero_times()).ctx("set times on", path)?;
             }
         }
         Ok(())
@@ -408,10 +433,30 @@ fn changed_size(path: &Path, size: u64) -> Error {
 /// Copy exactly `size` bytes: a source that changes length while being committed is an error
 /// rather than a silently wrong object.
 fn copy_exact(src: &mut dyn Read, dst: &mut dyn Write, size: u64, path: &Path) -> Result<()> {
-    let n = std::io::copy(&mut src.take(size), dst).ctx("write", path)?;
-    let mut extra = [0u8; 1];
-    if n != size || src.read(&mut extra).unwrap_or(0) != 0 {
-        return Err(changed_size(path, size));
-    }
-    Ok(())
+    // Whole files up to COPY_CHUNK go in one read and one write (std::io::copy would move
+    // them 8 KiB at a time: a syscall pair each).
+    COPY_BUF.with_borrow_mut(|buf| {
+        buf.resize(COPY_CHUNK, 0);
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(COPY_CHUNK as u64) as usize;
+            let n = read_up_to(src, &mut buf[..want]).ctx("read", path)?;
+            if n < want {
+                return Err(changed_size(path, size));
+            }
+            dst.write_all(&buf[..n]).ctx("write", path)?;
+            left -= n as u64;
+        }
+        let mut extra = [0u8; 1];
+        if src.read(&mut extra).unwrap_or(0) != 0 {
+            return Err(changed_size(path, size));
+        }
+        Ok(())
+    })
+}
+
+const COPY_CHUNK: usize = 1024 * 1024;
+
+thread_local! {
+    static COPY_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }

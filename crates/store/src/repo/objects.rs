@@ -5,13 +5,80 @@ use crate::checksum::{Checksum, ObjectType};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{Commit, DirMeta, DirTree, FormatError};
 use crate::gvariant::{self, Type, Value};
-use std::io::{ErrorKind, Write};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+use rustix::io::Errno;
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Metadata objects larger than this are refused (ostree's OSTREE_MAX_METADATA_SIZE).
 pub const MAX_METADATA_SIZE: u64 = 128 * 1024 * 1024;
 
+/// An object being written as an unnamed file (`O_TMPFILE`) in its own `objects/XX/`
+/// directory, named only once complete. Unlike a named file in `tmp/` renamed into place,
+/// concurrent writers do not all take `tmp/`'s directory lock (twice: create, then rename),
+/// which on ext4 serializes them behind inode allocation.
+pub(crate) struct Unnamed {
+    pub(crate) file: File,
+    pub(crate) dest: PathBuf,
+}
+
+impl Unnamed {
+    /// Give the file its name; `false` when another writer named the object first.
+    pub(crate) fn link(self) -> Result<bool> {
+        let named = match rustix::fs::linkat(&self.file, "", CWD, &self.dest, AtFlags::EMPTY_PATH) {
+            // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc's link to the fd does not.
+            Err(Errno::NOENT | Errno::PERM | Errno::ACCESS) => {
+                let proc = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                rustix::fs::linkat(CWD, proc.as_str(), CWD, &self.dest, AtFlags::SYMLINK_FOLLOW)
+            }
+            r => r,
+        };
+        match named {
+            Ok(()) => Ok(true),
+            Err(Errno::EXIST) => Ok(false),
+            Err(e) => Err(e).ctx("link into", &self.dest),
+        }
+    }
+}
+
 impl Repo {
+    /// An unnamed file in the object's directory; `None` when the filesystem has no
+    /// `O_TMPFILE` (the caller then writes a named file in `tmp/` and renames it).
+    pub(crate) fn unnamed_object(
+        &self,
+        ty: ObjectType,
+        csum: &Checksum,
+    ) -> Result<Option<Unnamed>> {
+        let dest = self.object_path(ty, csum);
+        let Some(dir) = dest.parent() else {
+            return Ok(None);
+        };
+        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+        for first in [true, false] {
+            match rustix::fs::open(dir, flags, Mode::from_raw_mode(0o644)) {
+                Ok(fd) => {
+                    return Ok(Some(Unnamed {
+                        file: File::from(fd),
+                        dest,
+                    }));
+                }
+                Err(Errno::NOENT) if first => match std::fs::create_dir(dir) {
+                    Err(e) if e.kind() != ErrorKind::AlreadyExists => {
+                        return Err(e).ctx("create directory", dir);
+                    }
+                    _ => {}
+                },
+                Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e).ctx("create a file in", dir),
+            }
+        }
+        Ok(None)
+    }
+
     pub fn object_path(&self, ty: ObjectType, csum: &Checksum) -> PathBuf {
         self.path
             .join("objects")
@@ -113,7 +180,7 @@ impl Repo {
     pub fn write_metadata(&self, ty: ObjectType, data: &[u8]) -> Result<Checksum> {
         let csum = Checksum::of(data);
         if !self.has_object(ty, &csum)? {
-            self.write_object_bytes(ty, &csum, data)?;
+            self.install_bytes(ty, &csum, data)?;
         }
         Ok(csum)
     }
@@ -121,18 +188,7 @@ impl Repo {
     /// Store detached metadata for a commit, replacing what was there.
     pub fn write_commitmeta(&self, commit: &Checksum, entries: Vec<(String, Value)>) -> Result<()> {
         let data = gvariant::to_bytes(&Value::vardict(entries));
-        self.write_object_bytes(ObjectType::CommitMeta, commit, &data)
-    }
-
-    fn write_object_bytes(&self, ty: ObjectType, csum: &Checksum, data: &[u8]) -> Result<()> {
-        let tmp = self.tmp_path();
-        let mut f = std::fs::File::create(&tmp).ctx("create", &tmp)?;
-        let r = f.write_all(data).ctx("write", &tmp);
-        drop(f);
-        r.and_then(|()| self.install_object(&tmp, ty, csum))
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
-            })
+        self.install_bytes(ObjectType::CommitMeta, commit, &data)
     }
 
     /// Rename a finished temporary file into `objects/XX/`, creating `XX` on first use.

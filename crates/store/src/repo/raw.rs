@@ -6,19 +6,14 @@
 //! archive repository then keeps the received bytes as they are, without recompressing
 //! them; other modes store the inflated payload through [`Repo::write_content`].
 
-use super::content::OSTREEMETA;
-use super::{Repo, RepoMode, zero_times};
+use super::Repo;
 use crate::checksum::{Checksum, ObjectType};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{ContentHasher, FileHeader};
 use crate::gvariant::{self, Type};
-use crate::xattr::{self, Target};
 use flate2::{Decompress, FlushDecompress, Status};
-use rustix::fs::{AtFlags, CWD, Mode, OFlags};
-use rustix::io::Errno;
 use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 /// Largest `.filez` header accepted (headers hold xattrs, which are small in practice).
@@ -172,34 +167,6 @@ fn inflating_reader<R: BufRead>(r: R) -> flate2::bufread::DeflateDecoder<R> {
     flate2::bufread::DeflateDecoder::new(r)
 }
 
-/// An object being written as an unnamed file (`O_TMPFILE`) in its own `objects/XX/`
-/// directory, named only once complete. Unlike a named file in `tmp/` renamed into place,
-/// concurrent writers do not all take `tmp/`'s directory lock (twice: create, then rename),
-/// which on ext4 serializes them behind inode allocation.
-struct Unnamed {
-    file: File,
-    dest: PathBuf,
-}
-
-impl Unnamed {
-    /// Give the file its name; `false` when another writer named the object first.
-    fn link(self) -> Result<bool> {
-        let named = match rustix::fs::linkat(&self.file, "", CWD, &self.dest, AtFlags::EMPTY_PATH) {
-            // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc's link to the fd does not.
-            Err(Errno::NOENT | Errno::PERM | Errno::ACCESS) => {
-                let proc = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-                rustix::fs::linkat(CWD, proc.as_str(), CWD, &self.dest, AtFlags::SYMLINK_FOLLOW)
-            }
-            r => r,
-        };
-        match named {
-            Ok(()) => Ok(true),
-            Err(Errno::EXIST) => Ok(false),
-            Err(e) => Err(e).ctx("link into", &self.dest),
-        }
-    }
-}
-
 impl Repo {
     /// A fresh path in the repository's `tmp/`, on the same filesystem as its objects: a
     /// place to spool a large download before [`Repo::write_filez_file_verified`].
@@ -207,40 +174,9 @@ impl Repo {
         self.tmp_path()
     }
 
-    /// An unnamed file in the object's directory; `None` when the filesystem has no
-    /// `O_TMPFILE` (the caller then writes a named file in `tmp/` and renames it).
-    fn unnamed_object(&self, ty: ObjectType, csum: &Checksum) -> Result<Option<Unnamed>> {
-        let dest = self.object_path(ty, csum);
-        let Some(dir) = dest.parent() else {
-            return Ok(None);
-        };
-        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
-        for first in [true, false] {
-            match rustix::fs::open(dir, flags, Mode::from_raw_mode(0o644)) {
-                Ok(fd) => {
-                    return Ok(Some(Unnamed {
-                        file: File::from(fd),
-                        dest,
-                    }));
-                }
-                Err(Errno::NOENT) if first => match std::fs::create_dir(dir) {
-                    Err(e) if e.kind() != ErrorKind::AlreadyExists => {
-                        return Err(e).ctx("create directory", dir);
-                    }
-                    _ => {}
-                },
-                Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => {
-                    return Ok(None);
-                }
-                Err(e) => return Err(e).ctx("create a file in", dir),
-            }
-        }
-        Ok(None)
-    }
-
     /// Write bytes as an object (unnamed then linked, or through `tmp/` and a rename).
     /// Detached metadata replaces what is there, so it always takes the rename.
-    fn install_bytes(&self, ty: ObjectType, csum: &Checksum, data: &[u8]) -> Result<()> {
+    pub(crate) fn install_bytes(&self, ty: ObjectType, csum: &Checksum, data: &[u8]) -> Result<()> {
         if ty != ObjectType::CommitMeta
             && let Some(mut u) = self.unnamed_object(ty, csum)?
         {
@@ -256,50 +192,6 @@ impl Repo {
             let _ = std::fs::remove_file(&tmp);
         }
         r
-    }
-
-    /// Store a verified content object's payload in this repository's mode. bare-user
-    /// objects (all regular files: a symlink's target is their content) are written
-    /// unnamed, in the layout `write_content` uses: payload, `user.ostreemeta`, mode
-    /// `(perms & 0775) | 0400` (0644 for symlinks), times 0. Other modes go through
-    /// `write_content`.
-    fn store_payload(
-        &self,
-        csum: &Checksum,
-        h: &FileHeader,
-        payload: &mut dyn Read,
-        size: u64,
-    ) -> Result<bool> {
-        if self.mode != RepoMode::BareUser {
-            return self.write_content(csum, h, payload, size);
-        }
-        let Some(mut u) = self.unnamed_object(ObjectType::File, csum)? else {
-            return self.write_content(csum, h, payload, size);
-        };
-        let disk_mode = if h.is_symlink() {
-            u.file
-                .write_all(h.symlink_target.as_bytes())
-                .ctx("write", &u.dest)?;
-            0o644
-        } else {
-            let n = std::io::copy(&mut payload.take(size), &mut u.file).ctx("write", &u.dest)?;
-            if n != size {
-                return Err(corrupt(
-                    csum,
-                    format!("payload is {n} bytes, its header says {size}"),
-                ));
-            }
-            (h.mode & 0o775) | 0o400
-        };
-        xattr::set(
-            Target::Fd(u.file.as_fd()),
-            OSTREEMETA.as_bytes(),
-            &h.ostreemeta(),
-        )
-        .ctx("set xattr on", &u.dest)?;
-        rustix::fs::fchmod(&u.file, Mode::from_raw_mode(disk_mode)).ctx("chmod", &u.dest)?;
-        rustix::fs::futimens(&u.file, &zero_times()).ctx("set times on", &u.dest)?;
-        u.link()
     }
 
     /// Store a metadata object under `csum`, after checking that its bytes hash to it.
@@ -368,12 +260,12 @@ impl Repo {
         if size <= INFLATE_IN_MEMORY {
             let (header, payload) = inflate_filez(csum, filez)?;
             let len = payload.len() as u64;
-            return self.store_payload(csum, &header, &mut payload.as_slice(), len);
+            return self.write_content(csum, &header, &mut payload.as_slice(), len);
         }
         let (header, size) = verify_filez(csum, filez)?;
         let (_, _, off) = parse_filez_prefix(csum, filez)?;
         let mut payload = inflating_reader(&filez[off..]);
-        self.store_payload(csum, &header, &mut payload, size)
+        self.write_content(csum, &header, &mut payload, size)
     }
 
     /// Like [`Repo::write_filez_verified`] for `.filez` data spooled to `path` (a file in
@@ -414,11 +306,11 @@ impl Repo {
             return Ok(true);
         }
         if header.is_symlink() {
-            return self.store_payload(csum, &header, &mut std::io::empty(), 0);
+            return self.write_content(csum, &header, &mut std::io::empty(), 0);
         }
         let mut r = open()?;
         read_filez_prefix(csum, &mut r)?;
-        self.store_payload(csum, &header, &mut inflating_reader(r), size)
+        self.write_content(csum, &header, &mut inflating_reader(r), size)
     }
 
     /// Hardlink an object from another repository of the same mode (a local pull on one

@@ -243,7 +243,16 @@ pub fn pull(repo: &Repo, opts: &PullOptions, progress: &dyn PullProgress) -> Res
             commit_keys: commit_keys.as_deref(),
             summary_keys: summary_keys.as_deref(),
         };
-        let summary = resolve::fetch_summary(&fetcher, &verify).await?;
+        // Commits named by checksum need no summary to be resolved (nor does their
+        // verification: it is of the commits' own signatures).
+        let by_checksum = !opts.mirror
+            && !opts.refs.is_empty()
+            && opts.refs.iter().all(|r| Checksum::from_hex(r).is_ok());
+        let summary = if by_checksum {
+            None
+        } else {
+            resolve::fetch_summary(&fetcher, &verify).await?
+        };
         let names: Vec<String> = if !opts.refs.is_empty() {
             opts.refs.clone()
         } else if opts.mirror {

@@ -135,7 +135,22 @@ async fn run_commit(
         let c = csum;
         blocking(&ctx, move |r| Ok(r.has_object(ObjectType::Commit, &c)?)).await?
     };
-    // Detached metadata is always fetched again: new signatures may have been added.
+    // Detached metadata is fetched again (new signatures may have been added), except for a
+    // commit named by its checksum (no ref binding) whose detached metadata is stored: the
+    // caller resolved and verified it a moment ago (admin upgrade fetches the commit first,
+    // then its tree), so fetching it twice would only cost bytes.
+    let local_meta = if have && !parent && binding.is_none() {
+        let c = csum;
+        blocking(&ctx, move |r| {
+            Ok(r.read_metadata(ObjectType::CommitMeta, &c)
+                .ok()
+                .map(bytes::Bytes::from))
+        })
+        .await?
+    } else {
+        None
+    };
+    let reused_meta = local_meta.is_some();
     let meta_want = Want {
         rel: &meta_rel,
         what: &meta_what,
@@ -143,7 +158,12 @@ async fn run_commit(
         optional: true,
         spool: None,
     };
-    let meta = ctx.fetcher.get(&meta_want);
+    let meta = async {
+        match local_meta {
+            Some(m) => Ok(Some(Body::Mem(m))),
+            None => ctx.fetcher.get(&meta_want).await,
+        }
+    };
     let commit = async {
         if have {
             return Ok(None);
@@ -165,7 +185,12 @@ async fn run_commit(
         Some(Body::Mem(b)) => Some(b),
         Some(Body::Spooled(_)) | None => None,
     };
-    let bytes = meta.as_ref().map_or(0, Body::len) + commit.as_ref().map_or(0, Body::len);
+    let meta_bytes = if reused_meta {
+        0
+    } else {
+        meta.as_ref().map_or(0, Body::len)
+    };
+    let bytes = meta_bytes + commit.as_ref().map_or(0, Body::len);
     if !have && commit.is_none() {
         // A parent the remote does not have is tolerated (spec §6.4).
         return Ok(Done::Commit {
@@ -204,10 +229,18 @@ async fn run_commit(
 
 async fn run_dirtree(ctx: Arc<Ctx>, csum: Checksum) -> Result<Done> {
     let local = blocking(&ctx, move |repo| {
-        if repo.has_object(ObjectType::DirTree, &csum)? {
-            Ok(Some(store::scan_local_dirtree(repo, &csum)?))
-        } else {
-            Ok(None)
+        if !repo.has_object(ObjectType::DirTree, &csum)? {
+            return Ok(None);
+        }
+        match store::scan_local_dirtree(repo, &csum) {
+            Ok(scan) => Ok(Some(scan)),
+            // A stored dirtree that does not read back, left damaged by a machine that
+            // lost power during an earlier pull before its data reached the disk: fetch
+            // it again.
+            Err(_) => {
+                repo.delete_object(ObjectType::DirTree, &csum)?;
+                Ok(None)
+            }
         }
     })
     .await?;

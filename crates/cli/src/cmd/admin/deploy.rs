@@ -99,18 +99,7 @@ pub fn run(admin: &super::Args, a: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(etc) = &out.etc {
-        println!(
-            "Copying /etc changes: {} modified, {} removed, {} added",
-            etc.modified.len(),
-            etc.removed.len(),
-            etc.added.len()
-        );
-        for c in &etc.conflicts {
-            println!("  conflict: /etc/{}: {}", c.path, c.why);
-        }
-        for i in &etc.ignored {
-            println!("  ignored: /etc/{i} (not a regular file, symlink or directory)");
-        }
+        print_etc_report(etc);
     }
     println!("Deployed {} {}", d.osname, d.name());
     if let Some(c) = &out.cleanup
@@ -124,4 +113,20 @@ pub fn run(admin: &super::Args, a: &Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The /etc merge, as `admin deploy` and `admin finalize` report it.
+pub(super) fn print_etc_report(etc: &EtcMergeReport) {
+    println!(
+        "Copying /etc changes: {} modified, {} removed, {} added",
+        etc.modified.len(),
+        etc.removed.len(),
+        etc.added.len()
+    );
+    for c in &etc.conflicts {
+        println!("  conflict: /etc/{}: {}", c.path, c.why);
+    }
+    for i in &etc.ignored {
+        println!("  ignored: /etc/{i} (not a regular file, symlink or directory)");
+    }
 }

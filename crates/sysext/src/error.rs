@@ -1,0 +1,63 @@
+//! The sysext error type: every variant names the extension, image, file, tool or URL it
+//! is about, and says what to do where there is something to do.
+
+use std::path::{Path, PathBuf};
+use trellis_tools::ToolError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SysextError {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error(transparent)]
+    Store(#[from] trellis_store::Error),
+    #[error(transparent)]
+    Compose(#[from] trellis_compose::ComposeError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A name with a path separator, a leading dot, a version separator...
+    #[error("invalid extension name {name:?}: {why}")]
+    BadName { name: String, why: String },
+    /// An image that is not what it claims to be (unreadable, corrupt, wrong layout).
+    #[error("{}: {why}", path.display())]
+    BadImage { path: PathBuf, why: String },
+    /// Downloading from the remote failed.
+    #[error("fetching {url}: {why}")]
+    Fetch { url: String, why: String },
+    /// A hash or signature that does not verify: nothing was installed.
+    #[error("{0}")]
+    Verify(String),
+    /// The operation needs root (mounts, chroot, file ownership).
+    #[error("{0}")]
+    NeedsRoot(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = SysextError> = std::result::Result<T, E>;
+
+/// Attach the operation and path to an I/O error.
+pub trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|source| SysextError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+pub(crate) fn bad_image(path: &Path, why: impl Into<String>) -> SysextError {
+    SysextError::BadImage {
+        path: path.to_path_buf(),
+        why: why.into(),
+    }
+}
