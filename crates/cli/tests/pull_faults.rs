@@ -398,6 +398,50 @@ fn corrupt_truncated_missing_and_hanging_objects_fail_cleanly_and_resume() {
     }
 }
 
+/// Start a pull into `dst` and SIGKILL it once about a third of the objects have been
+/// asked for.
+fn kill_pull_midway(server: &FaultServer, dst: &Path, total: usize) {
+    server.set(Fault::Slow(Duration::from_millis(15)));
+    let before = server.log().len();
+    let mut child = trellis(&[
+        "pull",
+        "--repo",
+        p(dst),
+        "origin",
+        "main",
+        "--concurrency",
+        "4",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("start pull");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.log()[before..]
+        .iter()
+        .filter(|r| r.starts_with("objects/"))
+        .count()
+        < total / 3
+    {
+        assert!(Instant::now() < deadline, "the pull made no progress");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the pull ended too soon"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+}
+
+fn write_markers(repo: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(repo.join("state"))
+        .expect("state/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "writing"))
+        .collect()
+}
+
 #[test]
 fn killed_pull_resumes_fetching_only_what_is_missing() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -406,38 +450,7 @@ fn killed_pull_resumes_fetching_only_what_is_missing() {
     let total = object_paths(&src).len();
     for mode in ["archive", "bare-user"] {
         let dst = dst_repo(tmp.path(), &format!("killed-{mode}"), mode, &server.url);
-        server.set(Fault::Slow(Duration::from_millis(15)));
-        let mut child = trellis(&[
-            "pull",
-            "--repo",
-            p(&dst),
-            "origin",
-            "main",
-            "--concurrency",
-            "4",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start pull");
-        // Kill it once about a third of the objects have been asked for.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while server
-            .log()
-            .iter()
-            .filter(|r| r.starts_with("objects/"))
-            .count()
-            < total / 3
-        {
-            assert!(Instant::now() < deadline, "the pull made no progress");
-            assert!(
-                child.try_wait().expect("wait").is_none(),
-                "the pull ended too soon"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        kill_pull_midway(&server, &dst, total);
         assert_eq!(refs_of(&dst), "", "{mode}: a killed pull wrote a ref");
         assert!(dst.join(format!("state/{commit}.commitpartial")).exists());
         let stored = object_paths(&dst).len();
@@ -446,5 +459,66 @@ fn killed_pull_resumes_fetching_only_what_is_missing() {
             "{mode}: {stored} of {total} stored"
         );
         rerun_fetches_only_missing(&server, &src, &dst, &commit);
+        // The killed writer's marker went with the next write (its process is gone).
+        assert_eq!(write_markers(&dst), Vec::<PathBuf>::new());
+    }
+}
+
+/// A machine that loses power mid-pull can keep objects that were linked but whose data
+/// never reached the disk. The next pull, in a later boot, must not trust them.
+#[test]
+fn pull_after_a_power_loss_refetches_objects_whose_data_was_lost() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, commit) = make_src(tmp.path(), 400);
+    let server = FaultServer::start(&src);
+    let total = object_paths(&src).len();
+    for mode in ["archive", "bare-user"] {
+        let dst = dst_repo(tmp.path(), &format!("power-{mode}"), mode, &server.url);
+        kill_pull_midway(&server, &dst, total);
+        // The killed pull's marker, as an earlier boot would have left it.
+        let markers = write_markers(&dst);
+        assert_eq!(markers.len(), 1, "{mode}: {markers:?}");
+        std::fs::rename(
+            &markers[0],
+            dst.join("state/00000000-0000-0000-0000-000000000000-1.writing"),
+        )
+        .expect("rename marker");
+        // Every third stored content object lost its data.
+        let lost: Vec<String> = object_paths(&dst)
+            .into_iter()
+            .filter(|o| o.ends_with(".file") || o.ends_with(".filez"))
+            .step_by(3)
+            .collect();
+        assert!(
+            lost.len() > 5,
+            "{mode}: only {} content objects",
+            lost.len()
+        );
+        for o in &lost {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dst.join(o))
+                .and_then(|f| f.set_len(0))
+                .expect("empty an object");
+        }
+        server.set(Fault::None);
+        let before = server.log().len();
+        let out = trellis(&["pull", "--repo", p(&dst), "origin", "main"])
+            .output()
+            .expect("pull");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{mode}: {err}");
+        assert!(
+            err.contains(&format!("{} damaged objects", lost.len())),
+            "{mode}: the pull should say what it removed: {err}"
+        );
+        let fetched: BTreeSet<String> = server.log()[before..].iter().cloned().collect();
+        for o in as_archive_paths(lost.into_iter().collect()) {
+            assert!(fetched.contains(&o), "{mode}: {o} was not fetched again");
+        }
+        assert_eq!(refs_of(&dst), "origin:main");
+        assert!(!dst.join(format!("state/{commit}.commitpartial")).exists());
+        assert_eq!(write_markers(&dst), Vec::<PathBuf>::new());
+        assert_clean(&dst);
     }
 }

@@ -120,6 +120,19 @@ fn check_metadata<T>(
     })
 }
 
+/// One object, checked as the whole-repository check does (metadata hashed and parsed
+/// strictly, content re-hashed, detached metadata parsed).
+pub(crate) fn check_object(repo: &Repo, ty: ObjectType, csum: &Checksum) -> Result<()> {
+    match ty {
+        ObjectType::File => repo.verify_content(csum).map(drop),
+        ObjectType::Commit => check_metadata(repo, ty, csum, Commit::parse).map(drop),
+        ObjectType::DirTree => check_metadata(repo, ty, csum, DirTree::parse).map(drop),
+        ObjectType::DirMeta => check_metadata(repo, ty, csum, DirMeta::parse).map(drop),
+        ObjectType::CommitMeta => repo.load_commitmeta(csum).map(drop),
+        ObjectType::TombstoneCommit => Ok(()),
+    }
+}
+
 /// Every ref with its commit: local, remote (`REMOTE:NAME`) and collection refs
 /// (`(COLLECTION, NAME)` under `refs/mirrors`, shown as `COLLECTION:NAME`).
 pub fn all_refs(repo: &Repo) -> Result<Vec<(String, Checksum)>> {

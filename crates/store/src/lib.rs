@@ -22,4 +22,4 @@ pub mod xattr;
 
 pub use checksum::{Checksum, ObjectType};
 pub use error::{Error, Result};
-pub use repo::{Repo, RepoMode};
+pub use repo::{Recovery, Repo, RepoMode, WriteSession};

@@ -107,6 +107,9 @@ pub struct UpgradeOutcome {
     pub bytes_downloaded: u64,
     /// Objects fetched from the remote.
     pub objects_fetched: u64,
+    /// Damaged objects, left by a power loss during an earlier download, removed (and
+    /// fetched again) before this one.
+    pub damaged_removed: u64,
     /// The space checked for before the download, when there was one.
     pub space: Option<SpaceCheck>,
 }
@@ -468,6 +471,7 @@ pub fn upgrade(
 
     let mut bytes_downloaded = 0;
     let mut objects_fetched = 0;
+    let mut damaged_removed = 0;
     let (new, meta) = match remote {
         Some(r) => {
             let mut p = pull_options(opts, r, &rev);
@@ -475,6 +479,7 @@ pub fn upgrade(
             let out = pull::pull(repo, &p, &NoProgress).map_err(pull_err)?;
             bytes_downloaded += out.bytes;
             objects_fetched += out.fetched.total();
+            damaged_removed += out.recovered.removed.len() as u64;
             let pulled = out.refs.first().ok_or_else(|| {
                 Error::Invalid(format!("pulling {rev} from {r} returned no commit"))
             })?;
@@ -507,6 +512,7 @@ pub fn upgrade(
         action: Action::NoUpdate,
         bytes_downloaded,
         objects_fetched,
+        damaged_removed,
         space: None,
     };
     if new == from.csum || staged.as_ref().is_some_and(|s| s.csum == new) {
@@ -541,6 +547,7 @@ pub fn upgrade(
             Ok(o) => {
                 out.bytes_downloaded += o.bytes;
                 out.objects_fetched += o.fetched.total();
+                out.damaged_removed += o.recovered.removed.len() as u64;
             }
             Err(e) if is_disk_full(&e) => {
                 if let Some(mp) = &meta {

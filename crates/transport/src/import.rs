@@ -174,7 +174,7 @@ pub fn import(
     opts: &ImportOptions,
     progress: &dyn Progress,
 ) -> Result<ImportReport, ImportError> {
-    let _lock = repo.lock_shared()?;
+    let _session = repo.begin_write()?;
     let reader = open_input(Box::new(input))?;
     let mut archive = tar::Archive::new(reader);
     let outcome = Outcome::default();

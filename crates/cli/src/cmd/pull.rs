@@ -165,7 +165,17 @@ fn report(out: &PullOutcome, source: &str, json: bool) -> anyhow::Result<()> {
             "seconds": out.elapsed.as_secs_f64(),
             "summary_copied": out.summary_copied,
             "partial": out.partial.iter().map(Checksum::to_hex).collect::<Vec<_>>(),
+            "recovered_checked": out.recovered.checked,
+            "recovered_removed": out.recovered.removed.len(),
         }));
+    }
+    if !out.recovered.removed.is_empty() {
+        eprintln!(
+            "a write interrupted by a power loss left {} damaged objects (of {} checked); \
+             they were removed and fetched again where needed",
+            out.recovered.removed.len(),
+            out.recovered.checked
+        );
     }
     for r in &out.refs {
         let from = r.remote_ref.as_deref().unwrap_or("commit");

@@ -104,7 +104,7 @@ pub fn commit(
     if let Some(b) = &opts.branch {
         crate::repo::split_refspec(b)?;
     }
-    let _lock = repo.lock_shared()?;
+    let session = repo.begin_write()?;
     let parent = match &opts.parent {
         ParentChoice::Orphan => None,
         ParentChoice::Commit(c) => {
@@ -178,6 +178,7 @@ pub fn commit(
     if let Some(b) = &opts.branch {
         repo.set_ref(b, Some(&csum))?;
     }
+    session.finish()?;
     Ok(CommitOutcome {
         commit: csum,
         parent,

@@ -4,9 +4,11 @@ mod content;
 mod objects;
 mod raw;
 mod refs;
+mod writing;
 
 pub use content::ContentReader;
 pub use refs::{RefEntry, split_refspec};
+pub use writing::{Recovery, WriteSession};
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::keyfile::KeyFile;

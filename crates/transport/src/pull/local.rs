@@ -294,7 +294,7 @@ pub fn pull_local(
         let is_ref = Checksum::from_hex(name).is_err();
         resolved.push((is_ref.then(|| name.clone()), commit));
     }
-    let _lock = dst.lock_shared()?;
+    let session = dst.begin_write()?;
     let n = Counters::new();
     // Commits first (each marked partial before it is written), then every tree at once.
     let mut roots = Vec::new();
@@ -347,6 +347,8 @@ pub fn pull_local(
             previous,
         });
     }
+    let recovered = session.recovery.clone();
+    session.finish()?;
     Ok(PullOutcome {
         refs,
         fetched: n.counts(),
@@ -356,5 +358,6 @@ pub fn pull_local(
         elapsed: start.elapsed(),
         summary_copied: false,
         partial: Vec::new(),
+        recovered,
     })
 }

@@ -126,6 +126,9 @@ pub struct PullOutcome {
     pub summary_copied: bool,
     /// Commits left marked partial (`commit_metadata_only`).
     pub partial: Vec<Checksum>,
+    /// Objects a power loss during an earlier write left damaged, checked and removed
+    /// before this pull (which fetched them again if it needed them).
+    pub recovered: trellis_store::Recovery,
 }
 
 fn remote_error(remote: &Remote, why: impl Into<String>) -> PullError {
@@ -231,7 +234,7 @@ pub fn pull(repo: &Repo, opts: &PullOptions, progress: &dyn PullProgress) -> Res
 
     // The walk needs a repository it can share with blocking threads.
     let shared = Arc::new(Repo::open(repo.path())?);
-    let _lock = repo.lock_shared()?;
+    let session = repo.begin_write()?;
     let rt = runtime()?;
     let check = Arc::new(CommitCheck {
         keys: commit_keys.clone(),
@@ -334,6 +337,8 @@ pub fn pull(repo: &Repo, opts: &PullOptions, progress: &dyn PullProgress) -> Res
     } else {
         Vec::new()
     };
+    let recovered = session.recovery.clone();
+    session.finish()?;
     Ok(PullOutcome {
         refs,
         fetched: walked.fetched,
@@ -343,6 +348,7 @@ pub fn pull(repo: &Repo, opts: &PullOptions, progress: &dyn PullProgress) -> Res
         elapsed: start.elapsed(),
         summary_copied,
         partial,
+        recovered,
     })
 }
 

@@ -226,6 +226,7 @@ fn json_of(out: &UpgradeOutcome, rebooting: bool) -> serde_json::Value {
         "deployment": deployment,
         "bytes_downloaded": out.bytes_downloaded,
         "objects_fetched": out.objects_fetched,
+        "damaged_objects_removed": out.damaged_removed,
         "space": out.space.as_ref().map(|s| serde_json::json!({
             "needed": s.needed,
             "download": s.download,
@@ -313,6 +314,12 @@ pub fn upgrade(admin: &super::Args, a: &UpgradeArgs) -> anyhow::Result<ExitCode>
                 d.deployment.name(),
                 out.refspec
             ),
+        }
+        if out.damaged_removed > 0 {
+            println!(
+                "Removed {} objects damaged by a power loss during an earlier download",
+                out.damaged_removed
+            );
         }
         if out.bytes_downloaded > 0 || out.objects_fetched > 0 {
             println!(
