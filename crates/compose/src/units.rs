@@ -19,6 +19,8 @@
 //!   `boot-complete.target` (which systemd-bless-boot waits for) is reached only once the
 //!   boot reached its default target with no failed unit: a boot that does not get there
 //!   is not blessed, and after its tries systemd-boot goes back to the previous entry;
+//! * `systemd-sysext.service` enabled when the tree has it, so that the system extensions
+//!   in /var/lib/extensions are merged at every boot (Debian ships it disabled);
 //! * systemd-gpt-auto-generator masked in /etc: its ESP automount on /efi (a symlink in
 //!   a deployment) fails, and that failure alone would keep every boot from being blessed.
 
@@ -35,6 +37,9 @@ pub const UPGRADE_SERVICE: &str = "trellis-upgrade.service";
 pub const UPGRADE_TIMER: &str = "trellis-upgrade.timer";
 /// systemd's own unit that gates `boot-complete.target` on a boot without failed units.
 pub const BOOT_CHECK: &str = "systemd-boot-check-no-failures.service";
+/// Merges the system extensions in /var/lib/extensions at boot; Debian ships it disabled,
+/// and without it an installed extension is merged only until the next reboot.
+pub const SYSEXT: &str = "systemd-sysext.service";
 /// Masked: booted by systemd-boot, it would set up an automount of the ESP on /efi, which
 /// in a deployment is the symlink `efi -> sysroot/efi` (the ESP is mounted there from
 /// fstab). The automount fails, and one failed unit is enough for the boot check above to
@@ -139,10 +144,12 @@ pub fn install(tree: &Path) -> Result<()> {
 /// The units to enable with `systemctl enable` in the tree (after [`install`]).
 pub fn to_enable(tree: &Path, m: &Manifest) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for d in SYSTEMD_UNIT_DIRS {
-        if fsutil::lstat(&tree.join(d).join(BOOT_CHECK))?.is_some() {
-            out.push(BOOT_CHECK.to_string());
-            break;
+    for unit in [BOOT_CHECK, SYSEXT] {
+        for d in SYSTEMD_UNIT_DIRS {
+            if fsutil::lstat(&tree.join(d).join(unit))?.is_some() {
+                out.push(unit.to_string());
+                break;
+            }
         }
     }
     if m.upgrades.automatic {
@@ -249,9 +256,11 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        // The boot check is enabled when the tree's systemd has it.
+        // The boot check and systemd-sysext are enabled when the tree's systemd has them.
         fsutil::write_file(&t.join("lib/systemd/system").join(BOOT_CHECK), b"", 0o644).unwrap();
         assert_eq!(to_enable(t, &manifest("")).unwrap(), [BOOT_CHECK]);
+        fsutil::write_file(&t.join("usr/lib/systemd/system").join(SYSEXT), b"", 0o644).unwrap();
+        assert_eq!(to_enable(t, &manifest("")).unwrap(), [BOOT_CHECK, SYSEXT]);
     }
 
     #[test]

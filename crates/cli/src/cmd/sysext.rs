@@ -54,8 +54,12 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Where raw images are unpacked to be read (on disk: images can be large).
-fn scratch() -> PathBuf {
-    PathBuf::from("/var/tmp")
+/// Where images are unpacked for inspection: $TMPDIR, else /var/tmp (not /tmp, which is
+/// often a small tmpfs).
+pub(crate) fn scratch() -> PathBuf {
+    std::env::var_os("TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"))
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {

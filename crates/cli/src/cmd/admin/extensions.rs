@@ -2,7 +2,7 @@
 //! matching it. Each is reported, and the remote is asked for a version built for the new
 //! OS, which then replaces the installed one (merged at the next boot, not now).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use trellis_store::{Checksum, Repo};
 use trellis_sysext::device::{Device, InstallOptions, would_stop_matching};
 use trellis_sysext::fetch::Source;
@@ -23,7 +23,7 @@ pub fn check_for_new_os(root: &Path, repo: &Repo, remote: Option<&str>, commit: 
             return;
         }
     };
-    let scratch = scratch_dir();
+    let scratch = crate::cmd::sysext::scratch();
     let mismatches = match would_stop_matching(root, &text, &scratch) {
         Ok(m) => m,
         Err(e) => {
@@ -83,10 +83,4 @@ fn read_os_release(repo: &Repo, commit: &Checksum) -> Result<String, String> {
     std::io::Read::read_to_string(&mut reader, &mut text)
         .map_err(|e| format!("reading {OS_RELEASE} of commit {commit}: {e}"))?;
     Ok(text)
-}
-
-fn scratch_dir() -> PathBuf {
-    std::env::var_os("TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp"))
 }
