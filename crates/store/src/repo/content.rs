@@ -329,16 +329,28 @@ fn require_canonical_owner(h: &FileHeader) -> Result<()> {
 /// every file of a commit.
 struct DeflateScratch {
     compress: Option<(u32, Compress)>,
+    whole: Option<(u32, libdeflater::Compressor)>,
     input: Vec<u8>,
     output: Vec<u8>,
 }
 
 thread_local! {
-    static DEFLATE: RefCell<DeflateScratch> =
-        const { RefCell::new(DeflateScratch { compress: None, input: Vec::new(), output: Vec::new() }) };
+    static DEFLATE: RefCell<DeflateScratch> = const {
+        RefCell::new(DeflateScratch {
+            compress: None,
+            whole: None,
+            input: Vec::new(),
+            output: Vec::new(),
+        })
+    };
 }
 
 const CHUNK: usize = 64 * 1024;
+
+/// Payloads up to this size are compressed in one piece by libdeflate, which is about 1.7x
+/// faster than streaming zlib at the same level (and compresses a little better); larger
+/// ones stream, so that memory stays bounded.
+const WHOLE_MAX: u64 = 4 << 20;
 
 /// Raw-deflate exactly `size` bytes of `src` into `dst`, at `level`.
 fn deflate_exact(
@@ -348,6 +360,9 @@ fn deflate_exact(
     size: u64,
     path: &Path,
 ) -> Result<()> {
+    if size <= WHOLE_MAX {
+        return deflate_whole(level, src, dst, size as usize, path);
+    }
     let compress_err =
         |e: flate2::CompressError| Error::Invalid(format!("{}: compressing: {e}", path.display()));
     DEFLATE.with_borrow_mut(|scratch| {
@@ -355,6 +370,7 @@ fn deflate_exact(
             compress,
             input,
             output,
+            ..
         } = scratch;
         let c = match compress {
             Some((l, c)) if *l == level => {
@@ -407,6 +423,41 @@ fn deflate_exact(
             return Err(changed_size(path, size));
         }
         Ok(())
+    })
+}
+
+/// [`deflate_exact`] for a payload that fits in memory: read it whole, compress it in one call.
+fn deflate_whole(
+    level: u32,
+    src: &mut dyn Read,
+    dst: &mut File,
+    size: usize,
+    path: &Path,
+) -> Result<()> {
+    let lvl = libdeflater::CompressionLvl::new(level as i32)
+        .map_err(|e| Error::Invalid(format!("zlib level {level} is out of range (0-9): {e:?}")))?;
+    DEFLATE.with_borrow_mut(|scratch| {
+        let DeflateScratch {
+            whole,
+            input,
+            output,
+            ..
+        } = scratch;
+        let c = match whole {
+            Some((l, c)) if *l == level => c,
+            slot => &mut slot.insert((level, libdeflater::Compressor::new(lvl))).1,
+        };
+        input.resize(size + 1, 0);
+        // One byte more than expected: a payload that grew is caught here.
+        let n = read_up_to(src, &mut input[..size + 1]).ctx("read", path)?;
+        if n != size {
+            return Err(changed_size(path, size as u64));
+        }
+        output.resize(c.deflate_compress_bound(size), 0);
+        let len = c
+            .deflate_compress(&input[..size], output)
+            .map_err(|e| Error::Invalid(format!("{}: compressing: {e:?}", path.display())))?;
+        dst.write_all(&output[..len]).ctx("write", path)
     })
 }
 
