@@ -149,7 +149,7 @@ fn collect(root: &Path, rel: &Path, out: &mut Vec<std::path::PathBuf>) -> Result
     for e in entries {
         let r = rel.join(e.file_name());
         out.push(r.clone());
-        if e.file_type().ctx("stat", &e.path())?.is_dir() {
+        if e.file_type().ctx("stat", e.path())?.is_dir() {
             collect(root, &r, out)?;
         }
     }

@@ -36,20 +36,7 @@ pub enum ComposeError {
 
 pub type Result<T, E = ComposeError> = std::result::Result<T, E>;
 
-/// Attach the operation and path to an I/O error.
-pub trait IoContext<T> {
-    fn ctx(self, op: &'static str, path: &Path) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|source| ComposeError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-}
+trellis_store::io_context!(pub ComposeError);
 
 pub(crate) fn tree_error(path: &Path, why: impl Into<String>) -> ComposeError {
     ComposeError::Tree {

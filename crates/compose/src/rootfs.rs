@@ -156,7 +156,7 @@ fn adopt_debs(incoming: &Path, cache: &Path) -> Result<usize> {
         let entry = entry.ctx("read directory", incoming)?;
         let name = entry.file_name();
         let is_deb = Path::new(&name).extension().is_some_and(|e| e == "deb");
-        if !is_deb || !entry.file_type().ctx("stat", &entry.path())?.is_file() {
+        if !is_deb || !entry.file_type().ctx("stat", entry.path())?.is_file() {
             continue;
         }
         let dest = cache.join(&name);

@@ -68,19 +68,4 @@ impl ImageError {
     }
 }
 
-/// `.ctx("op", path)` on I/O results.
-pub(crate) trait IoContext<T> {
-    fn ctx(self, op: &'static str, path: &Path) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|e| ImageError::io(op, path, e))
-    }
-}
-
-impl<T> IoContext<T> for rustix::io::Result<T> {
-    fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|e| ImageError::io(op, path, e.into()))
-    }
-}
+trellis_store::io_context!(pub(crate) ImageError);

@@ -45,7 +45,7 @@ fn list_tree(tree: &Path) -> Result<(Vec<String>, BTreeMap<String, Vec<String>>)
             } else {
                 format!("{rel}/{name}")
             };
-            let ft = e.file_type().ctx("stat", &e.path())?;
+            let ft = e.file_type().ctx("stat", e.path())?;
             if ft.is_dir() {
                 dirs.push(child.clone());
                 stack.push(child);

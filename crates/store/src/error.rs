@@ -58,27 +58,49 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Attach the operation and path to an I/O error.
-pub trait IoContext<T> {
-    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+/// Defines, in the calling crate, the `IoContext` trait: `ctx(op, path)` turns a std or
+/// rustix I/O error into the given error type's `Io { op, path, source }` variant, which
+/// every trellis error type has. One definition for every crate, each with its own type.
+#[macro_export]
+macro_rules! io_context {
+    ($vis:vis $err:ident) => {
+        /// Attach the operation and path to an I/O error.
+        $vis trait IoContext<T> {
+            fn ctx(
+                self,
+                op: &'static str,
+                path: impl Into<::std::path::PathBuf>,
+            ) -> ::std::result::Result<T, $err>;
+        }
+
+        impl<T> IoContext<T> for ::std::io::Result<T> {
+            fn ctx(
+                self,
+                op: &'static str,
+                path: impl Into<::std::path::PathBuf>,
+            ) -> ::std::result::Result<T, $err> {
+                self.map_err(|source| $err::Io {
+                    op,
+                    path: path.into(),
+                    source,
+                })
+            }
+        }
+
+        impl<T> IoContext<T> for $crate::__rustix::io::Result<T> {
+            fn ctx(
+                self,
+                op: &'static str,
+                path: impl Into<::std::path::PathBuf>,
+            ) -> ::std::result::Result<T, $err> {
+                self.map_err(|e| $err::Io {
+                    op,
+                    path: path.into(),
+                    source: e.into(),
+                })
+            }
+        }
+    };
 }
 
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            op,
-            path: path.into(),
-            source,
-        })
-    }
-}
-
-impl<T> IoContext<T> for rustix::io::Result<T> {
-    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|e| Error::Io {
-            op,
-            path: path.into(),
-            source: e.into(),
-        })
-    }
-}
+io_context!(pub Error);

@@ -40,20 +40,7 @@ pub enum SysextError {
 
 pub type Result<T, E = SysextError> = std::result::Result<T, E>;
 
-/// Attach the operation and path to an I/O error.
-pub trait IoContext<T> {
-    fn ctx(self, op: &'static str, path: &Path) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|source| SysextError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-}
+trellis_store::io_context!(pub SysextError);
 
 pub(crate) fn bad_image(path: &Path, why: impl Into<String>) -> SysextError {
     SysextError::BadImage {

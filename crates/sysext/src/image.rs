@@ -174,7 +174,7 @@ fn extract(path: &Path, format: Format, dest: &Path) -> Result<()> {
 fn du(dir: &Path) -> Result<u64> {
     let mut n = 0;
     for e in fsutil::sorted_entries(dir)? {
-        let md = e.metadata().ctx("stat", &e.path())?;
+        let md = e.metadata().ctx("stat", e.path())?;
         n += md.len();
         if md.is_dir() {
             n += du(&e.path())?;
@@ -277,7 +277,7 @@ pub fn release_candidates(root: &Path) -> Result<Vec<(String, bool)>> {
     for e in fsutil::sorted_entries(&dir)? {
         let n = e.file_name().to_string_lossy().into_owned();
         if let Some(suffix) = n.strip_prefix("extension-release.") {
-            let regular = e.file_type().ctx("stat", &e.path())?.is_file();
+            let regular = e.file_type().ctx("stat", e.path())?.is_file();
             out.push((suffix.to_string(), regular));
         }
     }

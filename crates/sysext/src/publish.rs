@@ -124,7 +124,7 @@ pub fn publish(
         })?;
         name::validate_version(version)?;
         let release_text = std::fs::read(img.root.join(image::release_path(n)))
-            .ctx("read", &img.root.join(image::release_path(n)))?;
+            .ctx("read", img.root.join(image::release_path(n)))?;
         staged.push((
             img_path.clone(),
             n.clone(),

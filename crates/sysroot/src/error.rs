@@ -73,30 +73,7 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Attach the operation and path to an I/O error.
-pub trait IoContext<T> {
-    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            op,
-            path: path.into(),
-            source,
-        })
-    }
-}
-
-impl<T> IoContext<T> for rustix::io::Result<T> {
-    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|e| Error::Io {
-            op,
-            path: path.into(),
-            source: e.into(),
-        })
-    }
-}
+trellis_store::io_context!(pub Error);
 
 /// The `ENOENT` case of an I/O result, for "optional file" reads.
 pub(crate) fn is_not_found(e: &std::io::Error) -> bool {

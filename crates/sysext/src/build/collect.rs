@@ -351,7 +351,7 @@ fn report_outside(base: &Path, dir: &Path, rel: &str, out: &mut Collected) -> Re
         if is_noise(&r) {
             continue;
         }
-        let md = std::fs::symlink_metadata(e.path()).ctx("stat", &e.path())?;
+        let md = std::fs::symlink_metadata(e.path()).ctx("stat", e.path())?;
         let whiteout = md.file_type().is_char_device() && md.rdev() == 0;
         if md.is_dir() {
             report_outside(base, &e.path(), &r, out)?;

@@ -165,12 +165,12 @@ pub fn seed_cache(cache: &Path, upper: &Path) -> Result<usize> {
     for e in fsutil::sorted_entries(cache)? {
         let name = e.file_name();
         let is_deb = Path::new(&name).extension().is_some_and(|x| x == "deb");
-        if !is_deb || !e.file_type().ctx("stat", &e.path())?.is_file() {
+        if !is_deb || !e.file_type().ctx("stat", e.path())?.is_file() {
             continue;
         }
         let dest = archives.join(&name);
         if std::fs::hard_link(e.path(), &dest).is_err() {
-            std::fs::copy(e.path(), &dest).ctx("copy", &e.path())?;
+            std::fs::copy(e.path(), &dest).ctx("copy", e.path())?;
         }
         n += 1;
     }
@@ -188,7 +188,7 @@ pub fn adopt_debs(upper: &Path, cache: &Path) -> Result<usize> {
     for e in fsutil::sorted_entries(&archives)? {
         let name = e.file_name();
         let is_deb = Path::new(&name).extension().is_some_and(|x| x == "deb");
-        if !is_deb || !e.file_type().ctx("stat", &e.path())?.is_file() {
+        if !is_deb || !e.file_type().ctx("stat", e.path())?.is_file() {
             continue;
         }
         let dest = cache.join(&name);
@@ -199,7 +199,7 @@ pub fn adopt_debs(upper: &Path, cache: &Path) -> Result<usize> {
             .prefix(".adopt-")
             .tempfile_in(cache)
             .ctx("create file in", cache)?;
-        std::fs::copy(e.path(), tmp.path()).ctx("copy", &e.path())?;
+        std::fs::copy(e.path(), tmp.path()).ctx("copy", e.path())?;
         tmp.persist(&dest)
             .map_err(|e| e.error)
             .ctx("rename into", &dest)?;
