@@ -53,12 +53,22 @@ pub fn ensure_debian_packages(root: &Path) -> Result<()> {
     if !status.success() {
         bail!("apt-get update failed ({status})");
     }
-    let status = Command::new("apt-get")
-        .args(["-y", "-q", "--no-install-recommends", "install"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("running apt-get install")?;
+    let install = |extra: &[&str]| {
+        Command::new("apt-get")
+            .args(["-y", "-q", "--no-install-recommends", "install"])
+            .args(extra)
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get install")
+    };
+    let mut status = install(&[])?;
+    if !status.success() {
+        // Some machines carry qemu-utils from bookworm-backports, which breaks bookworm's
+        // qemu-system-x86; take bookworm's, as .ci/run does.
+        eprintln!("xtask: retrying with bookworm's qemu-utils");
+        status = install(&["--allow-downgrades", "qemu-utils/bookworm"])?;
+    }
     if !status.success() {
         bail!("apt-get install {} failed ({status})", missing.join(" "));
     }
