@@ -286,11 +286,14 @@ impl Repo {
         rustix::fs::syncfs(&f).ctx("syncfs", &self.path)
     }
 
+    /// `state/`: partial-commit and write markers.
+    fn state_dir(&self) -> PathBuf {
+        self.path.join("state")
+    }
+
     /// `state/<commit>.commitpartial`: the commit's tree may be incomplete.
     pub fn partial_marker(&self, commit: &crate::Checksum) -> PathBuf {
-        self.path
-            .join("state")
-            .join(format!("{commit}.commitpartial"))
+        self.state_dir().join(format!("{commit}.commitpartial"))
     }
 
     pub fn is_partial(&self, commit: &crate::Checksum) -> bool {
@@ -299,8 +302,8 @@ impl Repo {
 
     pub fn mark_partial(&self, commit: &crate::Checksum) -> Result<()> {
         let p = self.partial_marker(commit);
-        std::fs::create_dir_all(self.path.join("state"))
-            .ctx("create directory", self.path.join("state"))?;
+        let dir = self.state_dir();
+        std::fs::create_dir_all(&dir).ctx("create directory", dir)?;
         File::create(&p).ctx("create", &p).map(drop)
     }
 

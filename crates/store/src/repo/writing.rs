@@ -79,10 +79,6 @@ fn boot_id() -> String {
 }
 
 impl Repo {
-    fn state_dir(&self) -> PathBuf {
-        self.path.join("state")
-    }
-
     /// Markers left by writers of earlier boots, with the oldest ctime among them.
     fn stale_markers(&self, boot: &str) -> Result<(Vec<PathBuf>, Option<i64>)> {
         let dir = self.state_dir();
@@ -126,13 +122,16 @@ impl Repo {
     /// the module documentation. Takes the exclusive lock while it deletes, and does
     /// nothing (cheaply) when no earlier boot left a marker.
     pub fn recover_interrupted_writes(&self) -> Result<Recovery> {
-        let boot = boot_id();
-        if self.stale_markers(&boot)?.0.is_empty() {
+        self.recover(&boot_id())
+    }
+
+    fn recover(&self, boot: &str) -> Result<Recovery> {
+        if self.stale_markers(boot)?.0.is_empty() {
             return Ok(Recovery::default());
         }
         let _lock = self.lock_exclusive()?;
         // Again under the lock: another process may have done it meanwhile.
-        let (stale, Some(since)) = self.stale_markers(&boot)? else {
+        let (stale, Some(since)) = self.stale_markers(boot)? else {
             return Ok(Recovery::default());
         };
         let recovery = self.check_objects_since(since - CLOCK_SLACK_SECS)?;
@@ -172,11 +171,12 @@ impl Repo {
     /// Start writing objects: recover from an interrupted earlier boot if needed, take the
     /// shared lock, and leave a durable marker for the time of the write.
     pub fn begin_write(&self) -> Result<WriteSession<'_>> {
-        let recovery = self.recover_interrupted_writes()?;
+        let boot = boot_id();
+        let recovery = self.recover(&boot)?;
         let lock = self.lock_shared()?;
         let dir = self.state_dir();
         std::fs::create_dir_all(&dir).ctx("create directory", &dir)?;
-        let marker = dir.join(format!("{}-{}.{MARKER_EXT}", boot_id(), std::process::id()));
+        let marker = dir.join(format!("{boot}-{}.{MARKER_EXT}", std::process::id()));
         let f = File::create(&marker).ctx("create", &marker)?;
         f.sync_all().ctx("fsync", &marker)?;
         sync_dir(&dir)?;
