@@ -42,26 +42,104 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
     (sk.clone(), dir.join(format!("{name}.pub")), out)
 }
 
-/// The bytes of an `aay` as `ostree show --print-detached-metadata-key` prints it
-/// (`[[byte 0x01, …], [0x02, …]]`: only the first element is annotated), one Vec each.
+/// The bytes of an `aay` as `ostree show --print-detached-metadata-key` prints it, one Vec
+/// each. GLib prints an element as `[byte 0x01, 0x02]` (only the first element is annotated),
+/// or, when its only nul byte is its last one, as a `b'...'` or `b"..."` string in
+/// `g_strescape` form; a random signature does that about once in 330.
 fn parse_aay_text(text: &str) -> Vec<Vec<u8>> {
     let inner = text
         .trim()
-        .strip_prefix("[[")
-        .and_then(|t| t.strip_suffix("]]"))
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
         .unwrap_or_else(|| panic!("not an aay: {text}"));
-    inner
-        .split("], [")
-        .map(|elem| {
-            elem.trim_start_matches("byte ")
-                .split(',')
-                .map(|b| {
-                    let b = b.trim().trim_start_matches("0x");
-                    u8::from_str_radix(b, 16).unwrap_or_else(|e| panic!("byte {b:?}: {e}"))
-                })
-                .collect()
-        })
-        .collect()
+    let bytes = inner.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b' ' | b',' => i += 1,
+            b'[' => {
+                let close = inner[i..]
+                    .find(']')
+                    .unwrap_or_else(|| panic!("unclosed element in {text}"))
+                    + i;
+                let elem = inner[i + 1..close].trim_start_matches("byte ");
+                out.push(
+                    elem.split(',')
+                        .filter(|b| !b.trim().is_empty())
+                        .map(|b| {
+                            let b = b.trim().trim_start_matches("0x");
+                            u8::from_str_radix(b, 16).unwrap_or_else(|e| panic!("byte {b:?}: {e}"))
+                        })
+                        .collect(),
+                );
+                i = close + 1;
+            }
+            b'b' => {
+                let quote = bytes[i + 1];
+                let mut elem = Vec::new();
+                i += 2;
+                while bytes[i] != quote {
+                    if bytes[i] != b'\\' {
+                        elem.push(bytes[i]);
+                        i += 1;
+                        continue;
+                    }
+                    i += 1;
+                    let simple = match bytes[i] {
+                        b'b' => Some(0x08),
+                        b'f' => Some(0x0c),
+                        b'n' => Some(b'\n'),
+                        b'r' => Some(b'\r'),
+                        b't' => Some(b'\t'),
+                        b'v' => Some(0x0b),
+                        b'\\' | b'"' | b'\'' => Some(bytes[i]),
+                        _ => None,
+                    };
+                    if let Some(c) = simple {
+                        elem.push(c);
+                        i += 1;
+                    } else {
+                        let digits = bytes[i..]
+                            .iter()
+                            .take(3)
+                            .take_while(|d| (b'0'..=b'7').contains(d))
+                            .count();
+                        let octal = &inner[i..i + digits];
+                        elem.push(
+                            u8::from_str_radix(octal, 8)
+                                .unwrap_or_else(|e| panic!("escape {octal:?} in {text}: {e}")),
+                        );
+                        i += digits;
+                    }
+                }
+                // The string form stands for the bytes up to and including the final nul.
+                elem.push(0);
+                out.push(elem);
+                i += 1;
+            }
+            _ => panic!("unexpected {:?} at {i} in {text}", bytes[i] as char),
+        }
+    }
+    out
+}
+
+#[test]
+fn aay_text_in_both_of_glibs_forms_is_parsed() {
+    assert_eq!(
+        parse_aay_text("[[byte 0x01, 0xff], [0x00, 0x41]]"),
+        vec![vec![1, 0xff], vec![0, 0x41]]
+    );
+    // Both printed by GLib 2.74's g_variant_print.
+    assert_eq!(parse_aay_text("[[byte 0x02], b'A']"), vec![vec![2], vec![b'A', 0]]);
+    assert_eq!(
+        parse_aay_text(r#"[b'A\001\377\\\"\n', [0x02], b"it's\t"]"#),
+        vec![
+            vec![b'A', 1, 0xff, b'\\', b'"', b'\n', 0],
+            vec![2],
+            vec![b'i', b't', b'\'', b's', b'\t', 0]
+        ]
+    );
 }
 
 /// Verify a pure Ed25519 signature with openssl, given the base64 public key file.
