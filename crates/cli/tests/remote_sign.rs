@@ -131,7 +131,10 @@ fn aay_text_in_both_of_glibs_forms_is_parsed() {
         vec![vec![1, 0xff], vec![0, 0x41]]
     );
     // Both printed by GLib 2.74's g_variant_print.
-    assert_eq!(parse_aay_text("[[byte 0x02], b'A']"), vec![vec![2], vec![b'A', 0]]);
+    assert_eq!(
+        parse_aay_text("[[byte 0x02], b'A']"),
+        vec![vec![2], vec![b'A', 0]]
+    );
     assert_eq!(
         parse_aay_text(r#"[b'A\001\377\\\"\n', [0x02], b"it's\t"]"#),
         vec![

@@ -109,7 +109,7 @@ pub(super) fn store_bytes(
     data: &[u8],
 ) -> Result<(Checksum, bool)> {
     let csum = content_checksum(header, data);
-    let new = repo.write_content(&csum, header, &mut &data[..], data.len() as u64)?;
+    let new = repo.write_content_bytes(&csum, header, data)?;
     Ok((csum, new))
 }
 

@@ -54,18 +54,49 @@ impl Repo {
         payload: &mut dyn Read,
         size: u64,
     ) -> Result<bool> {
+        self.write_content_from(csum, header, Payload::Stream(payload, size))
+    }
+
+    /// [`Repo::write_content`] for a payload already in memory, which is then written (or
+    /// compressed) straight from `data`, without a copy through a read buffer.
+    pub fn write_content_bytes(
+        &self,
+        csum: &Checksum,
+        header: &FileHeader,
+        data: &[u8],
+    ) -> Result<bool> {
+        self.write_content_from(csum, header, Payload::Bytes(data))
+    }
+
+    fn write_content_from(
+        &self,
+        csum: &Checksum,
+        header: &FileHeader,
+        payload: Payload<'_>,
+    ) -> Result<bool> {
         if self.has_object(ObjectType::File, csum)? {
             return Ok(false);
         }
+        self.write_absent_content(csum, header, payload)
+    }
+
+    /// [`Repo::write_content`] for a caller that has just seen that the object is absent
+    /// (one lookup less per object). Should it appear meanwhile, the link finds it there.
+    pub(crate) fn write_absent_content(
+        &self,
+        csum: &Checksum,
+        header: &FileHeader,
+        mut payload: Payload<'_>,
+    ) -> Result<bool> {
         let bare_symlink =
             header.is_symlink() && matches!(self.mode, RepoMode::Bare | RepoMode::BareUserOnly);
         if !bare_symlink && let Some(mut u) = self.unnamed_object(ObjectType::File, csum)? {
-            self.fill_content_file(&mut u.file, &u.dest, header, payload, size)?;
+            self.fill_content_file(&mut u.file, &u.dest, header, &mut payload)?;
             return u.link();
         }
         let tmp = self.tmp_path();
         let r = self
-            .write_content_tmp(&tmp, header, payload, size)
+            .write_content_tmp(&tmp, header, &mut payload)
             .and_then(|()| self.install_object(&tmp, ObjectType::File, csum));
         if r.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -77,8 +108,7 @@ impl Repo {
         &self,
         tmp: &Path,
         h: &FileHeader,
-        payload: &mut dyn Read,
-        size: u64,
+        payload: &mut Payload<'_>,
     ) -> Result<()> {
         if h.is_symlink() && matches!(self.mode, RepoMode::Bare | RepoMode::BareUserOnly) {
             if self.mode == RepoMode::BareUserOnly {
@@ -104,7 +134,7 @@ impl Repo {
             return Ok(());
         }
         let mut f = File::create(tmp).ctx("create", tmp)?;
-        self.fill_content_file(&mut f, tmp, h, payload, size)
+        self.fill_content_file(&mut f, tmp, h, payload)
     }
 
     /// Write a content object that is a regular file on disk into `f` (`path` names it in
@@ -116,21 +146,21 @@ impl Repo {
         f: &mut File,
         path: &Path,
         h: &FileHeader,
-        payload: &mut dyn Read,
-        size: u64,
+        payload: &mut Payload<'_>,
     ) -> Result<()> {
         let symlink = h.is_symlink();
+        let size = payload.size();
         let perms = h.mode & 0o7777;
         match self.mode {
             RepoMode::Archive => {
                 f.write_all(&h.archive_prefix(if symlink { 0 } else { size }))
                     .ctx("write", path)?;
                 if !symlink {
-                    deflate_exact(self.zlib_level, payload, f, size, path)?;
+                    payload.deflate_into(self.zlib_level, f, path)?;
                 }
             }
             RepoMode::Bare | RepoMode::BareUserOnly => {
-                copy_exact(payload, f, size, path)?;
+                payload.copy_into(f, path)?;
                 if self.mode == RepoMode::Bare {
                     // chown first: it clears setuid/setgid, which fchmod then sets.
                     rustix::fs::fchown(&*f, Some(Uid::from_raw(h.uid)), Some(Gid::from_raw(h.gid)))
@@ -151,7 +181,7 @@ impl Repo {
                     f.write_all(&[0]).ctx("write", path)?;
                     0o644
                 } else {
-                    copy_exact(payload, f, size, path)?;
+                    payload.copy_into(f, path)?;
                     (perms & 0o775) | 0o400
                 };
                 xattr::set(
@@ -314,6 +344,36 @@ impl Repo {
     }
 }
 
+/// A content object's payload: streamed (exactly `size` bytes are expected), or in memory.
+pub(crate) enum Payload<'a> {
+    Stream(&'a mut dyn Read, u64),
+    Bytes(&'a [u8]),
+}
+
+impl Payload<'_> {
+    fn size(&self) -> u64 {
+        match self {
+            Payload::Stream(_, size) => *size,
+            Payload::Bytes(b) => b.len() as u64,
+        }
+    }
+
+    fn copy_into(&mut self, f: &mut File, path: &Path) -> Result<()> {
+        match self {
+            Payload::Stream(r, size) => copy_exact(*r, f, *size, path),
+            Payload::Bytes(b) => f.write_all(b).ctx("write", path),
+        }
+    }
+
+    fn deflate_into(&mut self, level: u32, f: &mut File, path: &Path) -> Result<()> {
+        match self {
+            Payload::Stream(r, size) => deflate_exact(level, *r, f, *size, path),
+            Payload::Bytes(b) if b.len() as u64 <= WHOLE_MAX => deflate_slice(level, b, f, path),
+            Payload::Bytes(b) => deflate_exact(level, &mut &b[..], f, b.len() as u64, path),
+        }
+    }
+}
+
 fn require_canonical_owner(h: &FileHeader) -> Result<()> {
     if h.uid != 0 || h.gid != 0 || !h.xattrs.is_empty() {
         return Err(Error::Invalid(format!(
@@ -434,28 +494,34 @@ fn deflate_whole(
     size: usize,
     path: &Path,
 ) -> Result<()> {
+    let mut input = DEFLATE.with_borrow_mut(|s| std::mem::take(&mut s.input));
+    input.resize(size + 1, 0);
+    // One byte more than expected: a payload that grew is caught here.
+    let r = read_up_to(src, &mut input[..size + 1])
+        .ctx("read", path)
+        .and_then(|n| {
+            if n != size {
+                return Err(changed_size(path, size as u64));
+            }
+            deflate_slice(level, &input[..size], dst, path)
+        });
+    DEFLATE.with_borrow_mut(|s| s.input = input);
+    r
+}
+
+/// Raw-deflate all of `data` into `dst` in one libdeflate call.
+fn deflate_slice(level: u32, data: &[u8], dst: &mut File, path: &Path) -> Result<()> {
     let lvl = libdeflater::CompressionLvl::new(level as i32)
         .map_err(|e| Error::Invalid(format!("zlib level {level} is out of range (0-9): {e:?}")))?;
     DEFLATE.with_borrow_mut(|scratch| {
-        let DeflateScratch {
-            whole,
-            input,
-            output,
-            ..
-        } = scratch;
+        let DeflateScratch { whole, output, .. } = scratch;
         let c = match whole {
             Some((l, c)) if *l == level => c,
             slot => &mut slot.insert((level, libdeflater::Compressor::new(lvl))).1,
         };
-        input.resize(size + 1, 0);
-        // One byte more than expected: a payload that grew is caught here.
-        let n = read_up_to(src, &mut input[..size + 1]).ctx("read", path)?;
-        if n != size {
-            return Err(changed_size(path, size as u64));
-        }
-        output.resize(c.deflate_compress_bound(size), 0);
+        output.resize(c.deflate_compress_bound(data.len()), 0);
         let len = c
-            .deflate_compress(&input[..size], output)
+            .deflate_compress(data, output)
             .map_err(|e| Error::Invalid(format!("{}: compressing: {e:?}", path.display())))?;
         dst.write_all(&output[..len]).ctx("write", path)
     })

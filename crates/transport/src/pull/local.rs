@@ -151,10 +151,7 @@ fn copy_content(src: &Repo, dst: &Repo, csum: &Checksum) -> Result<(bool, u64)> 
         if actual != *csum {
             return Err(corrupt(format!("content hashes to {actual}")).into());
         }
-        return Ok((
-            dst.write_content(csum, &header, &mut payload.as_slice(), size)?,
-            size,
-        ));
+        return Ok((dst.write_content_bytes(csum, &header, &payload)?, size));
     }
     drop(reader);
     src.verify_content(csum)?;
