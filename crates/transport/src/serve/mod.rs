@@ -16,6 +16,7 @@ mod conditional;
 mod files;
 mod handler;
 mod target;
+mod workers;
 
 use files::RootDir;
 use handler::Site;
@@ -32,6 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use trellis_store::{Repo, RepoMode};
+use workers::Workers;
 
 /// How long open connections get to finish their current responses at shutdown.
 const GRACE: Duration = Duration::from_secs(5);
@@ -137,6 +139,7 @@ pub struct Server {
     addr: SocketAddr,
     site: Arc<Site>,
     http: Arc<auto::Builder<TokioExecutor>>,
+    workers: Workers,
 }
 
 impl Server {
@@ -158,6 +161,7 @@ impl Server {
             addr,
             site,
             http: Arc::new(http_builder()),
+            workers: Workers::per_core().map_err(ServeError::Runtime)?,
         })
     }
 
@@ -175,11 +179,15 @@ impl Server {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
+                    // Each connection lives on one worker thread from now on.
+                    Ok((stream, peer)) => if let Ok(stream) = stream.into_std() {
                         let (site, http, stop) =
                             (Arc::clone(&self.site), Arc::clone(&self.http), stop_rx.clone());
-                        conns.spawn(connection(stream, peer, site, http, stop));
-                    }
+                        conns.spawn_on(
+                            connection(stream, peer, site, http, stop),
+                            self.workers.next(),
+                        );
+                    },
                     // Out of descriptors and the like: back off instead of spinning; a
                     // failure of one pending connection only concerns that client.
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -268,12 +276,16 @@ fn http_builder() -> auto::Builder<TokioExecutor> {
 }
 
 async fn connection(
-    stream: TcpStream,
+    stream: std::net::TcpStream,
     peer: SocketAddr,
     site: Arc<Site>,
     http: Arc<auto::Builder<TokioExecutor>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Registered with the reactor of the worker this runs on.
+    let Ok(stream) = TcpStream::from_std(stream) else {
+        return;
+    };
     // Small responses go out at once instead of waiting on Nagle's algorithm.
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |req| {
@@ -332,9 +344,8 @@ pub fn spawn_background(cfg: ServeConfig) -> Result<(SocketAddr, BackgroundServe
     let thread = std::thread::Builder::new()
         .name("trellis-serve".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("trellis-serve-worker")
+            // Accepting only: the connections run on the server's worker threads.
+            let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
@@ -384,7 +395,8 @@ pub fn serve_until_signal(
     cfg: ServeConfig,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // Accepting and signals only: the connections run on the server's worker threads.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
