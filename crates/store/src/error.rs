@@ -73,21 +73,8 @@ macro_rules! io_context {
             ) -> ::std::result::Result<T, $err>;
         }
 
-        impl<T> IoContext<T> for ::std::io::Result<T> {
-            fn ctx(
-                self,
-                op: &'static str,
-                path: impl Into<::std::path::PathBuf>,
-            ) -> ::std::result::Result<T, $err> {
-                self.map_err(|source| $err::Io {
-                    op,
-                    path: path.into(),
-                    source,
-                })
-            }
-        }
-
-        impl<T> IoContext<T> for $crate::__rustix::io::Result<T> {
+        // std's and rustix's errors alike (rustix's Errno converts into std's).
+        impl<T, E: Into<::std::io::Error>> IoContext<T> for ::std::result::Result<T, E> {
             fn ctx(
                 self,
                 op: &'static str,

@@ -23,7 +23,3 @@ pub mod xattr;
 pub use checksum::{Checksum, ObjectType};
 pub use error::{Error, Result};
 pub use repo::{Recovery, Repo, RepoMode, WriteSession};
-
-/// For [`io_context!`] in other crates.
-#[doc(hidden)]
-pub use rustix as __rustix;
