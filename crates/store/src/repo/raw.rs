@@ -218,13 +218,12 @@ fn verify_filez(csum: &Checksum, data: &[u8]) -> Result<(FileHeader, u64)> {
     let mut hasher = ContentHasher::new(&header);
     // A symlink has no body: its target is in the header (trailing bytes are ignored, as
     // ostree ignores them; they are not part of the checksum).
-    if header.is_symlink() {
-    } else if size <= KEEP_SCRATCH as u64 {
+    if !header.is_symlink() && size <= KEEP_SCRATCH as u64 {
         inflate_whole_strict(csum, &data[off..], size, |b| {
             hasher.update(b);
             Ok(())
         })?;
-    } else {
+    } else if !header.is_symlink() {
         inflate_exact(csum, &mut &data[off..], size, &mut |b| {
             hasher.update(b);
             Ok(())
