@@ -303,7 +303,18 @@ fn rerun_fetches_only_missing(server: &FaultServer, src: &Path, dst: &Path, comm
     let missing: BTreeSet<String> = object_paths(src).difference(&stored).cloned().collect();
     assert!(!missing.is_empty());
     server.set(Fault::None);
-    run_ok(&mut trellis(&["pull", "--repo", p(dst), "origin", "main"]));
+    // More threads than cores, and a share of the requests that does not divide evenly.
+    run_ok(&mut trellis(&[
+        "pull",
+        "--repo",
+        p(dst),
+        "origin",
+        "main",
+        "--threads",
+        "4",
+        "--concurrency",
+        "5",
+    ]));
     let log = server.log();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for r in log.iter().filter(|r| r.starts_with("objects/")) {
@@ -368,6 +379,9 @@ fn corrupt_truncated_missing_and_hanging_objects_fail_cleanly_and_resume() {
             "1",
             "--retries",
             "1",
+            // Lanes other than the failing one must stop too.
+            "--threads",
+            "3",
         ]));
         assert_failed_naming(&out, &csum, says);
         assert!(

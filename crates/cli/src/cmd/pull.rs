@@ -50,6 +50,10 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 32,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
+    /// Threads that fetch, verify and store objects, each with its own connections and
+    /// an equal share of the requests in flight [default: one per core, at most 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: Option<u16>,
     /// Seconds to wait for a connection, an answer or the next data before a request is
     /// tried again (and, after --retries, the pull fails naming the object).
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
@@ -224,6 +228,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     opts.mirror = a.mirror;
     opts.commit_metadata_only = a.commit_metadata_only;
     opts.concurrency = usize::from(a.concurrency);
+    if let Some(n) = a.threads {
+        opts.threads = usize::from(n);
+    }
     opts.timeout = Duration::from_secs_f64(a.timeout);
     opts.retries = a.retries;
     let out = {

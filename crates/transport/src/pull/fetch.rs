@@ -1,5 +1,6 @@
-//! Fetching a remote's files: HTTP(S) through one pooled client (kept-alive connections,
-//! HTTP/2 when TLS negotiates it), or a `file://` archive repository read from disk.
+//! Fetching a remote's files: HTTP(S) through a pooled client per pull thread (kept-alive
+//! connections, HTTP/2 when TLS negotiates it), or a `file://` archive repository read from
+//! disk.
 //! Both answer the same question: the bytes at a path under the remote's URL, or "absent".
 
 use super::error::{PullError, Result, chain};
@@ -87,7 +88,14 @@ enum Kind {
 
 pub(crate) struct Fetcher {
     kind: Kind,
+    url: String,
     opts: FetchOptions,
+    counts: Arc<Counts>,
+}
+
+/// Requests and bytes, shared by a fetcher and its siblings.
+#[derive(Default)]
+struct Counts {
     requests: AtomicU64,
     bytes: AtomicU64,
 }
@@ -100,6 +108,16 @@ enum Attempt {
 
 impl Fetcher {
     pub(crate) fn new(url: &str, opts: FetchOptions) -> Result<Arc<Fetcher>> {
+        Fetcher::with_counts(url, opts, Arc::default())
+    }
+
+    /// A fetcher of the same remote for another thread: its own connections, which are
+    /// driven by the runtime that uses them, and the same counters.
+    pub(crate) fn sibling(&self) -> Result<Arc<Fetcher>> {
+        Fetcher::with_counts(&self.url, self.opts.clone(), Arc::clone(&self.counts))
+    }
+
+    fn with_counts(url: &str, opts: FetchOptions, counts: Arc<Counts>) -> Result<Arc<Fetcher>> {
         let parsed = url::Url::parse(url)
             .map_err(|e| PullError::Invalid(format!("remote URL {url:?} is not a URL: {e}")))?;
         let kind = match parsed.scheme() {
@@ -120,9 +138,9 @@ impl Fetcher {
         };
         Ok(Arc::new(Fetcher {
             kind,
+            url: url.to_string(),
             opts,
-            requests: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
+            counts,
         }))
     }
 
@@ -143,12 +161,12 @@ impl Fetcher {
 
     /// Requests made (HTTP attempts, or files read).
     pub(crate) fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.counts.requests.load(Ordering::Relaxed)
     }
 
     /// Body bytes received.
     pub(crate) fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.counts.bytes.load(Ordering::Relaxed)
     }
 
     pub(crate) async fn get(&self, w: &Want<'_>) -> Result<Option<Body>> {
@@ -191,7 +209,7 @@ impl Fetcher {
         let t = self.opts.timeout;
         let timed_out =
             || Attempt::Retry(format!("timed out: no answer within {} s", t.as_secs_f64()));
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.counts.requests.fetch_add(1, Ordering::Relaxed);
         let mut resp = match tokio::time::timeout(t, client.get(url).send()).await {
             Err(_) => return Err(timed_out()),
             Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
@@ -248,7 +266,9 @@ impl Fetcher {
                     Ok(Ok(Some(c))) => c,
                 };
                 total += chunk.len() as u64;
-                self.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                self.counts
+                    .bytes
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 if total > w.max {
                     return Err(fatal(format!("more than the limit of {} bytes", w.max)));
                 }
@@ -296,7 +316,7 @@ impl Fetcher {
     }
 
     async fn get_file(&self, path: PathBuf, w: &Want<'_>) -> Result<Option<Body>> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.counts.requests.fetch_add(1, Ordering::Relaxed);
         let url = self.url_of(w.rel);
         let what = w.what.to_string();
         let max = w.max;
@@ -345,7 +365,7 @@ impl Fetcher {
         })
         .await??;
         Ok(r.map(|(body, n)| {
-            self.bytes.fetch_add(n, Ordering::Relaxed);
+            self.counts.bytes.fetch_add(n, Ordering::Relaxed);
             body
         }))
     }

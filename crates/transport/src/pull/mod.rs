@@ -47,6 +47,9 @@ pub struct PullOptions {
     pub commit_metadata_only: bool,
     /// Requests in flight.
     pub concurrency: usize,
+    /// Threads that fetch, verify and store, each with its own connections (at most
+    /// `concurrency` are used).
+    pub threads: usize,
     /// Longest wait for a connection, response headers or the next body bytes.
     pub timeout: Duration,
     /// Further attempts after a connection error, a timeout or a 5xx answer (never after a
@@ -63,6 +66,7 @@ impl PullOptions {
             mirror: false,
             commit_metadata_only: false,
             concurrency: 32,
+            threads: default_threads(),
             timeout: Duration::from_secs(30),
             retries: 2,
         }
@@ -175,16 +179,9 @@ fn fetch_options(remote: &Remote, opts: &PullOptions) -> Result<FetchOptions> {
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("trellis-pull")
-        .build()
-        .map_err(|e| PullError::Internal(format!("cannot start the async runtime: {e}")))
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+/// Threads of a pull: one per core, at most 8.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
 }
 
 /// Pull refs from a configured remote into `repo`.
@@ -232,15 +229,17 @@ pub fn pull(repo: &Repo, opts: &PullOptions, progress: &dyn PullProgress) -> Res
         )));
     }
 
-    // The walk needs a repository it can share with blocking threads.
+    // The walk shares the repository with its threads.
     let shared = Arc::new(Repo::open(repo.path())?);
     let session = repo.begin_write()?;
-    let rt = runtime()?;
+    // Resolving runs on this thread, which then runs the first lane of the walk with the
+    // same connections.
+    let rt = walk::lane_runtime()?;
     let check = Arc::new(CommitCheck {
         keys: commit_keys.clone(),
         metadata_only: opts.commit_metadata_only,
     });
-    let (summary, resolved, walked) = rt.block_on(async {
+    let (summary, resolved) = rt.block_on(async {
         let verify = Verify {
             remote: &remote.name,
             commit_keys: commit_keys.as_deref(),
@@ -279,18 +278,17 @@ pub fn pull(repo: &Repo, opts: &PullOptions, progress: &dyn PullProgress) -> Res
         };
         let resolved =
             resolve::resolve_refs(&fetcher, &remote.name, summary.as_ref(), &names).await?;
-        let targets: Vec<walk::Target> = resolved.iter().map(|r| r.target.clone()).collect();
-        let ctx = Arc::new(walk::Ctx {
-            repo: shared.clone(),
-            fetcher: fetcher.clone(),
-            check,
-            cpu: Arc::new(tokio::sync::Semaphore::new(2 * cpus())),
-            concurrency: opts.concurrency.max(1),
-            depth: opts.depth,
-        });
-        let walked = walk::walk(ctx, &targets, progress).await?;
-        Ok::<_, PullError>((summary, resolved, walked))
+        Ok::<_, PullError>((summary, resolved))
     })?;
+    let targets: Vec<walk::Target> = resolved.iter().map(|r| r.target.clone()).collect();
+    let plan = walk::Plan {
+        repo: shared,
+        check,
+        concurrency: opts.concurrency.max(1),
+        lanes: opts.threads.max(1),
+        depth: opts.depth,
+    };
+    let walked = walk::walk(&plan, &rt, &fetcher, &targets, progress)?;
     drop(rt);
 
     // Objects reach the disk before the markers go and the refs move.
