@@ -379,6 +379,13 @@ fn http_client(url: &url::Url, opts: &FetchOptions) -> Result<reqwest::Client> {
         .tcp_nodelay(true)
         .http2_adaptive_window(true)
         .user_agent(concat!("trellis/", env!("CARGO_PKG_VERSION")));
+    if url.scheme() == "http" {
+        // Reading and parsing the system's CA bundle takes about 10 ms per client, and
+        // a pull makes one per thread. A plain-HTTP remote needs it only if it redirects
+        // to HTTPS; such a redirect is then checked against the built-in Mozilla roots
+        // (and tls-ca-path, when set).
+        b = b.tls_built_in_native_certs(false);
+    }
     if opts.tls_permissive {
         b = b.danger_accept_invalid_certs(true);
     }
