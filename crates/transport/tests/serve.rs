@@ -650,3 +650,144 @@ async fn run_until_stops_on_the_shutdown_future() {
         .expect("task");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// Send `request` and read until the server closes the connection, or give up after two
+/// seconds of silence (a connection kept open): whether it was closed, and the bytes.
+fn exchange_until_idle(addr: SocketAddr, request: &[u8]) -> (bool, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    s.write_all(request).expect("send request");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (true, out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (false, out);
+            }
+            Err(_) => return (true, out),
+        }
+    }
+}
+
+#[test]
+fn http_1_0_closes_unless_asked_to_keep_alive() {
+    let f = fixture();
+    let (closed, raw) = exchange_until_idle(f.addr, b"GET /summary HTTP/1.0\r\n\r\n");
+    assert!(closed, "an HTTP/1.0 connection stayed open");
+    let r = parse(&raw);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"summary bytes"[..]));
+    let (closed, raw) = exchange_until_idle(
+        f.addr,
+        b"GET /summary HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    );
+    assert!(!closed, "a keep-alive HTTP/1.0 connection was closed");
+    let r = parse(&raw);
+    assert_eq!(r.header("connection"), Some("keep-alive"));
+    // HTTP/1.1 stays open by default, and says nothing about it.
+    let (closed, raw) = exchange_until_idle(f.addr, b"GET /summary HTTP/1.1\r\n\r\n");
+    assert!(!closed);
+    assert_eq!(parse(&raw).header("connection"), None);
+}
+
+#[test]
+fn a_request_with_a_body_is_answered_and_the_connection_closed() {
+    let f = fixture();
+    // Were the body read as the next request, this would answer the ref too.
+    let smuggled = "GET /refs/heads/main HTTP/1.1\r\n\r\n";
+    let req = format!(
+        "GET /summary HTTP/1.1\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let (closed, raw) = exchange_until_idle(f.addr, req.as_bytes());
+    assert!(closed);
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(text.contains("Connection: close\r\n"), "{text}");
+    let req =
+        format!("POST /summary HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}");
+    let (closed, raw) = exchange_until_idle(f.addr, req.as_bytes());
+    assert!(closed);
+    let r = parse(&raw);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+}
+
+#[test]
+fn malformed_and_oversized_heads_are_refused_and_closed() {
+    let f = fixture();
+    let (closed, raw) = exchange_until_idle(f.addr, b"GET /sum mary HTTP/1.1\r\n\r\n");
+    assert!(closed);
+    assert_eq!(parse(&raw).status, 400);
+    let big = format!(
+        "GET /summary HTTP/1.1\r\nX-Filler: {}\r\n\r\n",
+        "x".repeat(70 * 1024)
+    );
+    let (closed, raw) = exchange_until_idle(f.addr, big.as_bytes());
+    assert!(closed);
+    assert_eq!(parse(&raw).status, 431);
+    let (closed, raw) = exchange_until_idle(f.addr, b"GET /summary HTTP/2.5\r\n\r\n");
+    assert!(closed);
+    assert_eq!(parse(&raw).status, 505);
+}
+
+#[test]
+fn queries_absolute_targets_and_heads_sent_in_pieces() {
+    let f = fixture();
+    let r = get(f.addr, "/summary?ignored=1", &[]);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"summary bytes"[..]));
+    let target = format!("http://{}/summary", f.addr);
+    let r = get(f.addr, &target, &[]);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"summary bytes"[..]));
+    // A head that arrives a few bytes at a time is answered once it is whole.
+    let mut s = TcpStream::connect(f.addr).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    for piece in [
+        "GE",
+        "T /summ",
+        "ary HTTP/1.1\r\nHo",
+        "st: x\r\nConnection: close\r",
+        "\n\r\n",
+    ] {
+        s.write_all(piece.as_bytes()).expect("send");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let r = parse(&raw);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"summary bytes"[..]));
+}
+
+#[test]
+fn pipelined_gets_heads_and_misses_come_back_in_order() {
+    let f = fixture();
+    let req = format!(
+        "HEAD /{big} HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /{small} HTTP/1.1\r\n\r\n\
+         GET /{big} HTTP/1.1\r\nRange: bytes=5-9\r\n\r\nGET /summary HTTP/1.1\r\nConnection: close\r\n\r\n",
+        big = f.big_path,
+        small = f.small_path
+    );
+    let raw = raw_exchange(f.addr, req.as_bytes());
+    let text = String::from_utf8_lossy(&raw);
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &text[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "404", "200", "206", "200"], "{text}");
+    assert!(text.contains("small dirtree bytes"));
+    assert!(text.ends_with("summary bytes"));
+    let five = &f.big[5..10];
+    assert!(
+        raw.windows(5).any(|w| w == five),
+        "the range's bytes are missing"
+    );
+}

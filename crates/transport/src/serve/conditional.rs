@@ -30,8 +30,20 @@ impl Validators {
     }
 
     pub fn last_modified(&self) -> Option<String> {
-        self.modified
-            .map(|s| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(s)))
+        // Objects written together share their second: format each second once.
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(u64, String)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let s = self.modified?;
+        Some(LAST.with_borrow_mut(|last| match last {
+            Some((t, text)) if *t == s => text.clone(),
+            _ => {
+                let text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(s));
+                *last = Some((s, text.clone()));
+                text
+            }
+        }))
     }
 }
 

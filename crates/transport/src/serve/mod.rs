@@ -1,8 +1,8 @@
 //! `serve`: an archive repository as a read-only static HTTP remote.
 //!
-//! HTTP/1.1 with keep-alive and HTTP/2 (prior knowledge, h2c) share one port. Only GET and
-//! HEAD are answered, with strong ETags, Last-Modified, conditional requests and single
-//! byte ranges. Content-addressed files (objects, deltas) are cacheable for a year; refs,
+//! HTTP/1.1 with keep-alive and pipelining (served by `h1`) and HTTP/2 (prior knowledge,
+//! h2c, served by hyper) share one port. Only GET and HEAD are answered, with strong
+//! ETags, Last-Modified, conditional requests and single byte ranges. Content-addressed files (objects, deltas) are cacheable for a year; refs,
 //! summary and config must be revalidated.
 //!
 //! Safety: a request path is decoded strictly and refused if it holds `.` or `..`
@@ -14,15 +14,17 @@
 
 mod conditional;
 mod files;
+mod h1;
 mod handler;
+mod rewind;
 mod target;
 mod workers;
 
 use files::RootDir;
 use handler::Site;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -135,10 +137,11 @@ pub enum ServeError {
 
 /// A bound server; nothing is answered until [`Server::run_until`] runs.
 pub struct Server {
-    listener: TcpListener,
+    /// One descriptor of the listening socket per worker thread.
+    listeners: Vec<std::net::TcpListener>,
     addr: SocketAddr,
     site: Arc<Site>,
-    http: Arc<auto::Builder<TokioExecutor>>,
+    h2: Arc<http2::Builder<TokioExecutor>>,
     workers: Workers,
 }
 
@@ -146,22 +149,28 @@ impl Server {
     /// Check the repository and the extra directories, then bind the address.
     pub async fn bind(cfg: ServeConfig) -> Result<Server, ServeError> {
         let site = Arc::new(open_site(&cfg)?);
-        let listener = TcpListener::bind(cfg.bind)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: cfg.bind,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        let bind_error = |source| ServeError::Bind {
             addr: cfg.bind,
             source,
-        })?;
+        };
+        let listener = std::net::TcpListener::bind(cfg.bind).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
+        let workers = Workers::per_core().map_err(ServeError::Runtime)?;
+        // Every worker accepts on the socket itself: a connection handed from an accepting
+        // thread to a worker cost two wake-ups more (the hand-over and the end of the
+        // connection), which showed at ostree's rate of reconnections.
+        let mut listeners = Vec::new();
+        for _ in 1..workers.len() {
+            listeners.push(listener.try_clone().map_err(bind_error)?);
+        }
+        listeners.push(listener);
         Ok(Server {
-            listener,
+            listeners,
             addr,
             site,
-            http: Arc::new(http_builder()),
-            workers: Workers::per_core().map_err(ServeError::Runtime)?,
+            h2: Arc::new(h2_builder()),
+            workers,
         })
     }
 
@@ -173,34 +182,59 @@ impl Server {
     /// their responses (for a few seconds at most) and return.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut conns = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    // Each connection lives on one worker thread from now on.
-                    Ok((stream, peer)) => if let Ok(stream) = stream.into_std() {
-                        let (site, http, stop) =
-                            (Arc::clone(&self.site), Arc::clone(&self.http), stop_rx.clone());
-                        conns.spawn_on(
-                            connection(stream, peer, site, http, stop),
-                            self.workers.next(),
-                        );
-                    },
-                    // Out of descriptors and the like: back off instead of spinning; a
-                    // failure of one pending connection only concerns that client.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                },
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            }
-        }
-        drop(self.listener);
+        let loops: Vec<_> = self
+            .listeners
+            .into_iter()
+            .zip(self.workers.handles())
+            .map(|(listener, worker)| {
+                let (site, h2, stop) = (
+                    Arc::clone(&self.site),
+                    Arc::clone(&self.h2),
+                    stop_rx.clone(),
+                );
+                worker.spawn(accept_loop(listener, site, h2, stop))
+            })
+            .collect();
+        shutdown.await;
         let _ = stop_tx.send(true);
-        let drain = async { while conns.join_next().await.is_some() {} };
-        if tokio::time::timeout(GRACE, drain).await.is_err() {
-            conns.abort_all();
+        for l in loops {
+            let _ = l.await;
         }
+    }
+}
+
+/// A worker's share of the server: accept connections and serve them on this thread until
+/// `stop`, then let them finish their responses (for a few seconds at most).
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    site: Arc<Site>,
+    h2: Arc<http2::Builder<TokioExecutor>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Registered with the reactor of the worker this runs on.
+    let Ok(listener) = TcpListener::from_std(listener) else {
+        return;
+    };
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let (site, h2, stop) = (Arc::clone(&site), Arc::clone(&h2), stop.clone());
+                    conns.spawn(connection(stream, peer, site, h2, stop));
+                }
+                // Out of descriptors and the like: back off instead of spinning; a
+                // failure of one pending connection only concerns that client.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(GRACE, drain).await.is_err() {
+        conns.abort_all();
     }
 }
 
@@ -260,39 +294,38 @@ fn check_dir_name(name: &str, taken: &[String]) -> Result<(), ServeError> {
     Ok(())
 }
 
-fn http_builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+fn h2_builder() -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
     // Larger windows than the 64 KiB default keep multiplexed object fetches from
     // stalling on flow control.
-    b.http2()
-        .timer(TokioTimer::new())
+    b.timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(8 << 20);
     b
 }
 
+/// One connection: HTTP/1.1 by our own loop, or HTTP/2 with prior knowledge (h2c) by
+/// hyper, told apart by the first bytes.
 async fn connection(
-    stream: std::net::TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     site: Arc<Site>,
-    http: Arc<auto::Builder<TokioExecutor>>,
+    h2: Arc<http2::Builder<TokioExecutor>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    // Registered with the reactor of the worker this runs on.
-    let Ok(stream) = TcpStream::from_std(stream) else {
-        return;
-    };
     // Small responses go out at once instead of waiting on Nagle's algorithm.
     let _ = stream.set_nodelay(true);
+    let (stream, read) = match h1::serve(stream, peer, Arc::clone(&site), &mut stop).await {
+        h1::End::Closed => return,
+        h1::End::Http2(stream, read) => (stream, read),
+    };
     let service = service_fn(move |req| {
         let site = Arc::clone(&site);
         async move { Ok::<_, Infallible>(handler::handle(site, peer, req).await) }
     });
-    let conn = http.serve_connection(TokioIo::new(stream), service);
+    let io = TokioIo::new(rewind::Rewind::new(read.freeze(), stream));
+    let conn = h2.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
@@ -303,7 +336,7 @@ async fn connection(
     }
 }
 
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     // An error means the sender is gone, which only happens once the server is done.
     let _ = stop.wait_for(|s| *s).await;
 }

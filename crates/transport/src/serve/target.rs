@@ -108,7 +108,7 @@ pub(crate) fn resolve(raw: &str, extra: &[String]) -> Result<Target, Refusal> {
         (Root::Repo, [b"objects", dir, name]) => object_name(dir, name),
         _ => None,
     };
-    let mut rel = PathBuf::new();
+    let mut rel = PathBuf::with_capacity(decoded.len());
     for s in rel_segments {
         rel.push(OsStr::from_bytes(s));
     }

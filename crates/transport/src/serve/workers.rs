@@ -1,12 +1,11 @@
-//! The threads that answer requests: one single-threaded runtime per core, each owning the
-//! connections handed to it, as nginx's worker processes do.
+//! The threads that answer requests: one single-threaded runtime per core, each accepting
+//! and owning its connections, as nginx's worker processes do.
 //!
 //! In one work-stealing runtime, a connection's reads, writes and blocking-pool results
 //! wake tasks on whichever thread is free: a futex wake and a context switch per request,
 //! which was a fifth of the server's CPU time on small objects. A connection that stays on
 //! one thread is driven by that thread's epoll loop alone.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -14,7 +13,6 @@ pub(crate) struct Workers {
     handles: Vec<Handle>,
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    next: AtomicUsize,
 }
 
 impl Workers {
@@ -24,7 +22,6 @@ impl Workers {
             handles: Vec::new(),
             stops: Vec::new(),
             threads: Vec::new(),
-            next: AtomicUsize::new(0),
         };
         for i in 0..n.max(1) {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -53,16 +50,13 @@ impl Workers {
         Workers::start(std::thread::available_parallelism().map_or(1, usize::from))
     }
 
-    /// The worker that takes the next connection (round robin).
-    pub fn next(&self) -> &Handle {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        &self.handles[i]
+    /// The workers' runtimes.
+    pub fn handles(&self) -> &[Handle] {
+        &self.handles
     }
 
-    /// Run `fut` on a worker, for tests of the pool itself.
-    #[cfg(test)]
-    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, fut: F) {
-        self.next().spawn(fut);
+    pub fn len(&self) -> usize {
+        self.handles.len()
     }
 }
 
@@ -84,17 +78,18 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     #[test]
-    fn connections_go_round_robin_and_each_runs_on_one_thread() {
+    fn each_worker_is_one_thread_and_its_tasks_stay_on_it() {
         let w = Workers::start(2).unwrap();
+        assert_eq!(w.len(), 2);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..4 {
+        for i in 0..4 {
             let (seen, tx) = (Arc::clone(&seen), tx.clone());
-            w.spawn(async move {
+            w.handles()[i % 2].spawn(async move {
                 let before = std::thread::current().id();
                 tokio::task::yield_now().await;
                 let after = std::thread::current().id();
-                seen.lock().unwrap().push((before, after));
+                seen.lock().unwrap().push((i % 2, before, after));
                 tx.send(()).unwrap();
             });
         }
@@ -102,9 +97,13 @@ mod tests {
             rx.recv().unwrap();
         }
         let seen = seen.lock().unwrap();
-        assert!(seen.iter().all(|(a, b)| a == b), "a task moved threads");
-        let threads: HashSet<_> = seen.iter().map(|(a, _)| *a).collect();
-        assert_eq!(threads.len(), 2, "both workers took connections");
+        assert!(seen.iter().all(|(_, a, b)| a == b), "a task moved threads");
+        let threads: HashSet<_> = seen.iter().map(|(_, a, _)| *a).collect();
+        assert_eq!(threads.len(), 2, "two workers, two threads");
+        for worker in 0..2 {
+            let on: HashSet<_> = seen.iter().filter(|s| s.0 == worker).map(|s| s.1).collect();
+            assert_eq!(on.len(), 1, "worker {worker}'s tasks ran on one thread");
+        }
         drop(seen);
         drop(w);
     }
