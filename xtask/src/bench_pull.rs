@@ -5,8 +5,8 @@
 //! printed, including `ostree pull` from nginx against `ostree pull` from `trellis serve`.
 
 use super::{
-    Mode, Tool, cargo, commit_ready_tree, debian_fixture, measure, median, mib, run_ok, run_status,
-    show, target_dir, walk, workspace_root,
+    Mode, Prefault, Tool, cargo, commit_ready_tree, debian_fixture, measure, median, mib, run_ok,
+    run_status, show, target_dir, walk, workspace_root,
 };
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, ValueEnum};
@@ -46,6 +46,8 @@ pub(crate) struct PullBench {
     /// Use this trellis binary instead of building `trellis-cli` in release mode.
     #[arg(long, value_name = "PATH")]
     trellis: Option<PathBuf>,
+    #[command(flatten)]
+    prefault: Prefault,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -403,6 +405,7 @@ pub(crate) fn run(a: &PullBench) -> Result<()> {
                         "xtask: [{mode} run {run}/{}] {tool} pull from {kind}",
                         a.runs
                     );
+                    a.prefault.run()?;
                     let sample = measure(&mut pull_cmd(tool, &trellis, &repo, a.concurrency))?;
                     let got = fs::read_to_string(repo.join("refs/remotes/origin").join(BENCH_REF))
                         .unwrap_or_default();
@@ -456,6 +459,7 @@ fn print_report(
         mib(bytes),
         a.runs
     );
+    println!("{}", a.prefault.describe());
     println!(
         "{:<10} {:<7} {:<8} {:>16} {:>13} {:>9}",
         "mode", "server", "client", "wall time s", "peak RSS MiB", "MB/s"

@@ -56,6 +56,9 @@ enum Cmd {
         #[command(subcommand)]
         target: BenchTarget,
     },
+    /// Write and free MIB MiB of memory (run by the benchmarks before each timed run).
+    #[command(hide = true)]
+    Prefault { mib: usize },
 }
 
 #[derive(Args)]
@@ -92,6 +95,47 @@ struct CommitBench {
     /// Use this trellis binary instead of building `trellis-cli` in release mode.
     #[arg(long, value_name = "PATH")]
     trellis: Option<PathBuf>,
+    #[command(flatten)]
+    prefault: Prefault,
+}
+
+/// Memory written and freed before each timed run (see [`Prefault::run`]).
+#[derive(Args, Clone, Copy)]
+pub(crate) struct Prefault {
+    /// MiB of memory to write and free before each timed run, so that the run's new page
+    /// cache comes from pages the hypervisor has already backed (0: off). See README.md.
+    #[arg(long = "prefault-mib", value_name = "MIB", default_value_t = 512)]
+    mib: usize,
+}
+
+impl Prefault {
+    /// Write `mib` MiB of fresh memory and give it back.
+    ///
+    /// On a VM whose balloon device reports free memory to the host (virtio-balloon free
+    /// page reporting, as on the machines these benchmarks were written on), the host
+    /// discards what the guest frees within seconds, and the next write to such a page
+    /// faults in the host: 400 MiB of page cache took 0.73 s to write there instead of
+    /// 0.08 s. A pull or a commit writes 160-180 MiB of new page cache, so each tool's
+    /// time would carry 0.2-0.4 s of this, varying with what the host took back. Pages
+    /// written and freed just before the run head the kernel's free lists, and the run's
+    /// page cache is made of them, as it would be on a machine without that device.
+    ///
+    /// A child process does the writing: in this one, the memory would raise the peak
+    /// RSS that the timed tools inherit from it at exec.
+    pub(crate) fn run(self) -> Result<()> {
+        if self.mib > 0 {
+            let exe = std::env::current_exe().context("finding the xtask binary")?;
+            run_ok(Command::new(exe).args(["prefault", &self.mib.to_string()]))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn describe(self) -> String {
+        match self.mib {
+            0 => "no memory prefaulted before the runs".to_string(),
+            n => format!("{n} MiB of memory written and freed before each run"),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,6 +164,10 @@ fn main() -> Result<ExitCode> {
         Cmd::Bench {
             target: BenchTarget::Pull(a),
         } => bench_pull::run(&a).map(|()| ExitCode::SUCCESS),
+        Cmd::Prefault { mib } => {
+            std::hint::black_box(vec![1u8; mib << 20]);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -420,6 +468,7 @@ fn bench_commit(a: &CommitBench) -> Result<()> {
                 init_repo(tool, &trellis, mode, &repo)?;
                 for op in [Op::Commit, Op::Recommit] {
                     eprintln!("xtask: [{mode} run {run}/{}] {tool} {op}", a.runs);
+                    a.prefault.run()?;
                     let sample = measure(&mut commit_cmd(tool, &trellis, &repo, &tree))?;
                     let s = series
                         .iter_mut()
@@ -658,6 +707,7 @@ fn print_report(
         mib(bytes),
         a.runs
     );
+    println!("{}", a.prefault.describe());
     println!(
         "{:<10} {:<9} {:<8} {:>18} {:>13} {:>9}",
         "mode", "op", "tool", "wall time s", "peak RSS MiB", "repo MiB"

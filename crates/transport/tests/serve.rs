@@ -791,3 +791,17 @@ fn pipelined_gets_heads_and_misses_come_back_in_order() {
         "the range's bytes are missing"
     );
 }
+
+#[test]
+fn an_h2c_upgrade_is_answered_on_http_1_1() {
+    // What libcurl, and so ostree, sends on every plain-HTTP connection.
+    let f = fixture();
+    let (closed, raw) = exchange_until_idle(
+        f.addr,
+        b"GET /summary HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    );
+    assert!(!closed, "the connection was not kept");
+    assert!(raw.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(parse(&raw).body, b"summary bytes");
+}

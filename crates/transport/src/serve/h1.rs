@@ -9,6 +9,11 @@
 //!
 //! Request bodies are not read: a request that announces one (no GET or HEAD needs one)
 //! is answered and the connection closed, so its bytes are never taken for a request.
+//!
+//! `Upgrade: h2c`, which libcurl (and so `ostree pull`) sends on every plain-HTTP
+//! connection, is ignored, as nginx ignores it: tried, ostree 2022.7 multiplexed its whole
+//! pull over one HTTP/2 connection but used 2.4 times the CPU (5.9 s instead of 2.4 s of
+//! user time for the minbase commit) and sometimes stalled for half a minute.
 
 use super::conditional::Conditions;
 use super::files::ServeBody;
