@@ -485,11 +485,10 @@ async fn lane(i: usize, ctx: Arc<Ctx>, shared: &Shared<'_>, room: usize) {
                     Ok(done) => {
                         s.walk.done(done);
                         if s.walk.has_work() {
-                            let hungry = std::mem::take(&mut s.hungry);
-                            s.hungry = vec![false; hungry.len()];
-                            drop(s);
-                            for (j, h) in hungry.into_iter().enumerate() {
-                                if h && j != i {
+                            // A lane is hungry only when the queue ran dry: rare enough to
+                            // wake it without first letting go of the lock.
+                            for (j, hungry) in s.hungry.iter_mut().enumerate() {
+                                if std::mem::take(hungry) && j != i {
                                     shared.wake[j].notify_one();
                                 }
                             }

@@ -57,6 +57,35 @@ pub(crate) struct Conditions {
     pub if_range: Option<String>,
 }
 
+impl Conditions {
+    /// Take a request header field (`value` already known to be visible ASCII) if it is
+    /// one of these. Of a repeated field the first counts, but If-None-Match is a list,
+    /// which may be split over several fields: they are joined. Returns whether it was.
+    pub fn add(&mut self, name: &str, value: &str) -> bool {
+        if name.eq_ignore_ascii_case("if-none-match") {
+            match &mut self.if_none_match {
+                Some(list) => {
+                    list.push_str(", ");
+                    list.push_str(value);
+                }
+                None => self.if_none_match = Some(value.to_string()),
+            }
+            return true;
+        }
+        let slot = if name.eq_ignore_ascii_case("if-modified-since") {
+            &mut self.if_modified_since
+        } else if name.eq_ignore_ascii_case("range") {
+            &mut self.range
+        } else if name.eq_ignore_ascii_case("if-range") {
+            &mut self.if_range
+        } else {
+            return false;
+        };
+        slot.get_or_insert_with(|| value.to_string());
+        true
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Decision {
     NotModified,

@@ -44,7 +44,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
-pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How a connection ended.
 pub(crate) enum End {
@@ -270,7 +270,6 @@ fn request_of(p: &httparse::Request<'_, '_>) -> Result<Request, &'static str> {
         .ok_or("bad request target\n")?
         .to_string();
     let mut conditions = Conditions::default();
-    let mut tags: Vec<&str> = Vec::new();
     let (mut close, mut keep_alive, mut has_body) = (false, false, false);
     for f in p.headers.iter() {
         // Values that are not visible ASCII are taken as absent, as hyper's to_str() does.
@@ -278,18 +277,10 @@ fn request_of(p: &httparse::Request<'_, '_>) -> Result<Request, &'static str> {
             continue;
         };
         let name = f.name;
-        let first = |slot: &mut Option<String>| {
-            slot.get_or_insert_with(|| value.to_string());
-        };
-        if name.eq_ignore_ascii_case("if-none-match") {
-            tags.push(value);
-        } else if name.eq_ignore_ascii_case("if-modified-since") {
-            first(&mut conditions.if_modified_since);
-        } else if name.eq_ignore_ascii_case("range") {
-            first(&mut conditions.range);
-        } else if name.eq_ignore_ascii_case("if-range") {
-            first(&mut conditions.if_range);
-        } else if name.eq_ignore_ascii_case("connection") {
+        if conditions.add(name, value) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("connection") {
             for token in value.split(',').map(str::trim) {
                 close |= token.eq_ignore_ascii_case("close");
                 keep_alive |= token.eq_ignore_ascii_case("keep-alive");
@@ -300,9 +291,6 @@ fn request_of(p: &httparse::Request<'_, '_>) -> Result<Request, &'static str> {
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             has_body = true;
         }
-    }
-    if !tags.is_empty() {
-        conditions.if_none_match = Some(tags.join(", "));
     }
     let keep_alive_10 = version == Version::HTTP_10 && keep_alive && !close;
     Ok(Request {

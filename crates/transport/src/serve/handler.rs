@@ -6,7 +6,7 @@ use super::files::{Blocking, FileStream, OpenFailure, RootDir, ServeBody, open_b
 use super::target::{CachePolicy, Refusal, Root, Target, resolve};
 use super::{AccessLog, AccessRecord};
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -251,23 +251,13 @@ pub(crate) async fn answer(site: &Arc<Site>, ask: &Ask<'_>, sender: Sender) -> R
 }
 
 fn conditions(h: &HeaderMap) -> Conditions {
-    let get = |name: header::HeaderName| {
-        h.get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    // If-None-Match is a list, which may also be split over several header lines.
-    let tags: Vec<&str> = h
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    Conditions {
-        if_none_match: (!tags.is_empty()).then(|| tags.join(", ")),
-        if_modified_since: get(header::IF_MODIFIED_SINCE),
-        range: get(header::RANGE),
-        if_range: get(header::IF_RANGE),
+    let mut c = Conditions::default();
+    for (name, value) in h {
+        if let Ok(v) = value.to_str() {
+            c.add(name.as_str(), v);
+        }
     }
+    c
 }
 
 /// Everything a reply needs.

@@ -2,8 +2,9 @@
 //!
 //! HTTP/1.1 with keep-alive and pipelining (served by `h1`) and HTTP/2 (prior knowledge,
 //! h2c, served by hyper) share one port. Only GET and HEAD are answered, with strong
-//! ETags, Last-Modified, conditional requests and single byte ranges. Content-addressed files (objects, deltas) are cacheable for a year; refs,
-//! summary and config must be revalidated.
+//! ETags, Last-Modified, conditional requests and single byte ranges. Content-addressed
+//! files (objects, deltas) are cacheable for a year; refs, summary and config must be
+//! revalidated.
 //!
 //! Safety: a request path is decoded strictly and refused if it holds `.` or `..`
 //! segments, empty segments, NUL, backslashes or encoded slashes; the file is then opened
@@ -161,7 +162,7 @@ impl Server {
         // thread to a worker cost two wake-ups more (the hand-over and the end of the
         // connection), which showed at ostree's rate of reconnections.
         let mut listeners = Vec::new();
-        for _ in 1..workers.len() {
+        for _ in 1..workers.handles().len() {
             listeners.push(listener.try_clone().map_err(bind_error)?);
         }
         listeners.push(listener);

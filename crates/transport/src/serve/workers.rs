@@ -54,10 +54,6 @@ impl Workers {
     pub fn handles(&self) -> &[Handle] {
         &self.handles
     }
-
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
 }
 
 impl Drop for Workers {
@@ -80,7 +76,7 @@ mod tests {
     #[test]
     fn each_worker_is_one_thread_and_its_tasks_stay_on_it() {
         let w = Workers::start(2).unwrap();
-        assert_eq!(w.len(), 2);
+        assert_eq!(w.handles().len(), 2);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         for i in 0..4 {
